@@ -1,0 +1,16 @@
+import type { Knex } from 'knex';
+import * as m001 from './001_initial';
+
+/**
+ * Migrations are listed here rather than discovered on disk, so the same list
+ * runs from TypeScript sources (tests) and from the compiled build.
+ */
+const MIGRATIONS: Record<string, Knex.Migration> = {
+  '001_initial': m001,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(MIGRATIONS).sort(),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => MIGRATIONS[name],
+};

@@ -1,0 +1,303 @@
+import { createPublicKey, verify as cryptoVerify, KeyObject } from 'node:crypto';
+import * as der from '../asn1/der';
+import { OID } from '../asn1/oids';
+import { CaError } from '../errors';
+import { SanType } from './profiles';
+
+/** Largest CSR accepted (contract section 4). */
+export const MAX_CSR_BYTES = 64 * 1024;
+export const MAX_SANS = 100;
+/** RFC 5280 ub-common-name */
+export const MAX_CN_LENGTH = 64;
+const MAX_NAME_VALUE = 256;
+const MAX_DNS_LENGTH = 253;
+
+export interface SubjectKey {
+  kind: 'rsa' | 'ec';
+  /** RSA modulus bits, or the curve's size */
+  bits: number;
+  curve?: 'P-256' | 'P-384';
+}
+
+export interface Sans {
+  dns: string[];
+  ip: string[];
+  email: string[];
+  uri: string[];
+}
+
+export interface ParsedCsr {
+  /** the subject Name, DER, exactly as in the CSR */
+  subject: Buffer;
+  /** RFC 4514-style text, for records and display */
+  subjectText: string;
+  commonNames: string[];
+  /** DER SubjectPublicKeyInfo */
+  spki: Buffer;
+  /** contents of the subjectPublicKey BIT STRING (for the subject key identifier) */
+  publicKeyBits: Buffer;
+  key: SubjectKey;
+  sans: Sans;
+  /** SAN types present that no profile can carry (otherName, directoryName, ...) */
+  otherSanTypes: string[];
+}
+
+const malformed = (detail: string) => new CaError('badRequest', 'malformedCsr', `the CSR is malformed: ${detail}`);
+
+const SIGNATURE_HASH: Record<string, string> = {
+  [OID.ecdsaWithSHA256]: 'sha256',
+  [OID.ecdsaWithSHA384]: 'sha384',
+  [OID.ecdsaWithSHA512]: 'sha512',
+  [OID.sha256WithRSAEncryption]: 'sha256',
+  [OID.sha384WithRSAEncryption]: 'sha384',
+  [OID.sha512WithRSAEncryption]: 'sha512',
+};
+
+const NAME_ATTRS: Record<string, string> = {
+  '2.5.4.3': 'CN',
+  '2.5.4.6': 'C',
+  '2.5.4.7': 'L',
+  '2.5.4.8': 'ST',
+  '2.5.4.10': 'O',
+  '2.5.4.11': 'OU',
+  '2.5.4.5': 'serialNumber',
+  '0.9.2342.19200300.100.1.25': 'DC',
+  '0.9.2342.19200300.100.1.1': 'UID',
+  [OID.emailAddress]: 'emailAddress',
+};
+
+/** Decodes the PEM text of a CSR; 400 when it is not one, 413 when it is too large. */
+export function csrFromPem(pem: unknown): Buffer {
+  if (typeof pem !== 'string' || pem.length === 0) {
+    throw new CaError('badRequest', 'malformedCsr', 'field "csr" must be a PEM-encoded PKCS#10 certificate request');
+  }
+  if (pem.length > MAX_CSR_BYTES) throw new CaError('tooLarge', 'csrTooLarge', `the CSR is larger than ${MAX_CSR_BYTES} bytes`);
+  const derBytes = der.pemDecode(pem, ['CERTIFICATE REQUEST', 'NEW CERTIFICATE REQUEST']);
+  if (!derBytes) throw new CaError('badRequest', 'malformedCsr', 'field "csr" holds no PEM "CERTIFICATE REQUEST" block');
+  return derBytes;
+}
+
+/**
+ * Parses and checks a PKCS#10 request (RFC 2986): structure, accepted key
+ * types, and the request's own signature (proof of possession), verified with
+ * node:crypto rather than the HSM.
+ */
+export function parseCsr(csr: Buffer): ParsedCsr {
+  let parsed: Omit<ParsedCsr, 'key'> & { tbs: Buffer; sigOid: string; signature: Buffer };
+  try {
+    parsed = parseStructure(csr);
+  } catch (e) {
+    if (e instanceof CaError) throw e;
+    throw malformed((e as Error).message);
+  }
+  let keyObject: KeyObject;
+  try {
+    keyObject = createPublicKey({ key: parsed.spki, format: 'der', type: 'spki' });
+  } catch {
+    throw malformed('its public key cannot be read');
+  }
+  const key = checkKey(keyObject);
+  const hash = SIGNATURE_HASH[parsed.sigOid];
+  if (!hash) {
+    throw new CaError('policy', 'unsupportedSignatureAlgorithm', `the CSR is signed with an algorithm hsmca does not accept (${parsed.sigOid})`);
+  }
+  const expectEc = parsed.sigOid.startsWith('1.2.840.10045.');
+  if (expectEc !== (key.kind === 'ec')) throw malformed('its signature algorithm does not match its key');
+  let ok = false;
+  try {
+    ok = cryptoVerify(hash, parsed.tbs, { key: keyObject, dsaEncoding: 'der' }, parsed.signature);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new CaError('badRequest', 'csrSignatureInvalid', "the CSR's signature does not verify with its own public key (no proof of possession)");
+  const { tbs: _t, sigOid: _s, signature: _g, ...rest } = parsed;
+  return { ...rest, key };
+}
+
+function checkKey(k: KeyObject): SubjectKey {
+  const d = k.asymmetricKeyDetails ?? {};
+  if (k.asymmetricKeyType === 'rsa') {
+    const bits = d.modulusLength ?? 0;
+    if (bits < 2048) throw new CaError('policy', 'weakKey', `RSA keys must be at least 2048 bits; this one has ${bits}`);
+    if (bits > 8192) throw new CaError('policy', 'unsupportedKey', `RSA keys must be at most 8192 bits; this one has ${bits}`);
+    const e = d.publicExponent ?? 0n;
+    if (e < 3n || e % 2n === 0n) throw new CaError('policy', 'weakKey', 'the RSA public exponent must be odd and at least 3');
+    return { kind: 'rsa', bits };
+  }
+  if (k.asymmetricKeyType === 'ec') {
+    if (d.namedCurve === 'prime256v1') return { kind: 'ec', bits: 256, curve: 'P-256' };
+    if (d.namedCurve === 'secp384r1') return { kind: 'ec', bits: 384, curve: 'P-384' };
+    throw new CaError('policy', 'unsupportedKey', `ECDSA keys must be on P-256 or P-384; this one is on ${d.namedCurve ?? 'an unnamed curve'}`);
+  }
+  throw new CaError('policy', 'unsupportedKey', `key type ${k.asymmetricKeyType ?? 'unknown'} is not accepted (RSA 2048-8192, ECDSA P-256 or P-384)`);
+}
+
+function parseStructure(csr: Buffer) {
+  const top = der.readTop(csr);
+  const [info, sigAlg, sig, ...extra] = der.children(der.expect(top, der.Tag.SEQUENCE, 'a CertificationRequest SEQUENCE'), 3);
+  if (extra.length) throw new der.DerError('extra fields');
+  der.expect(info, der.Tag.SEQUENCE, 'certificationRequestInfo');
+  der.expect(sigAlg, der.Tag.SEQUENCE, 'signatureAlgorithm');
+  der.expect(sig, der.Tag.BIT_STRING, 'signature BIT STRING');
+  const sigOid = der.readOid(der.children(sigAlg, 2)[0]);
+  const sigContent = der.content(sig);
+  if (sigContent.length < 2 || sigContent[0] !== 0) throw new der.DerError('bad signature BIT STRING');
+
+  const fields = der.children(info, 4);
+  if (fields.length < 3) throw new der.DerError('certificationRequestInfo is incomplete');
+  const [version, subject, spki, attrs] = fields;
+  if (der.readSmallInt(version) !== 0) throw new der.DerError('unsupported CSR version');
+  der.expect(subject, der.Tag.SEQUENCE, 'subject Name');
+  der.expect(spki, der.Tag.SEQUENCE, 'subjectPKInfo');
+  const spkiParts = der.children(spki, 2);
+  const bitString = der.expect(spkiParts[1], der.Tag.BIT_STRING, 'subjectPublicKey');
+  const bitContent = der.content(bitString);
+  if (bitContent.length < 2 || bitContent[0] !== 0) throw new der.DerError('bad subjectPublicKey');
+
+  const { text, commonNames } = readName(subject);
+  const sans: Sans = { dns: [], ip: [], email: [], uri: [] };
+  const otherSanTypes: string[] = [];
+  if (attrs) {
+    if (attrs.tag !== 0xa0) throw new der.DerError('expected attributes [0]');
+    for (const attr of der.children(attrs, 32)) {
+      const [type, values] = der.children(der.expect(attr, der.Tag.SEQUENCE, 'Attribute'), 2);
+      if (der.readOid(type) !== OID.extensionRequest) continue;
+      const exts = der.children(der.expect(values, der.Tag.SET, 'attribute values'), 1)[0];
+      for (const ext of der.children(der.expect(exts, der.Tag.SEQUENCE, 'Extensions'), 64)) {
+        const parts = der.children(der.expect(ext, der.Tag.SEQUENCE, 'Extension'), 3);
+        if (der.readOid(parts[0]) !== OID.subjectAltName) continue;
+        const value = der.expect(parts[parts.length - 1], der.Tag.OCTET_STRING, 'extnValue');
+        readGeneralNames(der.content(value), sans, otherSanTypes);
+      }
+    }
+  }
+  return {
+    tbs: der.raw(info),
+    sigOid,
+    signature: sigContent.subarray(1),
+    subject: der.raw(subject),
+    subjectText: text,
+    commonNames,
+    spki: der.raw(spki),
+    publicKeyBits: bitContent.subarray(1),
+    sans,
+    otherSanTypes,
+  };
+}
+
+function readName(name: der.Element): { text: string; commonNames: string[] } {
+  const parts: string[] = [];
+  const commonNames: string[] = [];
+  for (const rdn of der.children(name, 32)) {
+    for (const atv of der.children(der.expect(rdn, der.Tag.SET, 'RelativeDistinguishedName'), 8)) {
+      const [type, value] = der.children(der.expect(atv, der.Tag.SEQUENCE, 'AttributeTypeAndValue'), 2);
+      const oid = der.readOid(type);
+      if (!value) throw new der.DerError('attribute without a value');
+      let v: string;
+      try {
+        v = der.readString(value);
+      } catch {
+        v = '#' + der.raw(value).toString('hex');
+      }
+      if (v.length > MAX_NAME_VALUE) throw new CaError('policy', 'nameTooLong', `a subject attribute is longer than ${MAX_NAME_VALUE} characters`);
+      if (oid === OID.commonName) {
+        if (v.length > MAX_CN_LENGTH) throw new CaError('policy', 'nameTooLong', `the subject common name is longer than ${MAX_CN_LENGTH} characters`);
+        commonNames.push(v);
+      }
+      parts.push(`${NAME_ATTRS[oid] ?? oid}=${v.replace(/([,+"\\<>;=])/g, '\\$1')}`);
+    }
+  }
+  return { text: parts.reverse().join(','), commonNames };
+}
+
+function readGeneralNames(value: Buffer, sans: Sans, other: string[]): void {
+  const seq = der.readTop(value);
+  der.expect(seq, der.Tag.SEQUENCE, 'GeneralNames');
+  const names = der.children(seq, 10 * MAX_SANS);
+  if (names.length > MAX_SANS) throw new CaError('policy', 'tooManySans', `the CSR asks for more than ${MAX_SANS} subject alternative names`);
+  for (const n of names) {
+    const c = der.content(n);
+    switch (n.tag) {
+      case 0x82:
+        sans.dns.push(ascii(c, 'dNSName'));
+        break;
+      case 0x81:
+        sans.email.push(ascii(c, 'rfc822Name'));
+        break;
+      case 0x86:
+        sans.uri.push(ascii(c, 'uniformResourceIdentifier'));
+        break;
+      case 0x87:
+        sans.ip.push(ipToString(c));
+        break;
+      default:
+        other.push(`[${n.tag & 0x1f}]`);
+    }
+  }
+}
+
+function ascii(b: Buffer, what: string): string {
+  if (b.length === 0 || b.length > 1024) throw new der.DerError(`empty or over-long ${what}`);
+  for (const x of b) if (x < 0x20 || x > 0x7e) throw new der.DerError(`${what} must be printable ASCII`);
+  return b.toString('latin1');
+}
+
+export function ipToString(b: Buffer): string {
+  if (b.length === 4) return [...b].join('.');
+  if (b.length === 16) {
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+    // RFC 5952: compress the longest run of zero groups
+    let best = -1,
+      bestLen = 0;
+    for (let i = 0; i < 8; ) {
+      if (groups[i] !== '0') {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < 8 && groups[j] === '0') j++;
+      if (j - i > bestLen && j - i > 1) {
+        best = i;
+        bestLen = j - i;
+      }
+      i = j;
+    }
+    if (best < 0) return groups.join(':');
+    return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+  }
+  throw new der.DerError('iPAddress must be 4 or 16 octets');
+}
+
+export function ipToBytes(ip: string): Buffer | undefined {
+  const v4 = ip.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/);
+  if (v4) {
+    const parts = v4.slice(1).map(Number);
+    return parts.every((p) => p <= 255) ? Buffer.from(parts) : undefined;
+  }
+  if (!ip.includes(':')) return undefined;
+  const halves = ip.split('::');
+  if (halves.length > 2) return undefined;
+  const parse = (s: string) => (s ? s.split(':') : []);
+  const head = parse(halves[0]);
+  const tail = halves.length === 2 ? parse(halves[1]) : [];
+  const fill = 8 - head.length - tail.length;
+  if ((halves.length === 2 && fill < 1) || (halves.length === 1 && fill !== 0)) return undefined;
+  const groups = [...head, ...Array(halves.length === 2 ? fill : 0).fill('0'), ...tail];
+  if (groups.length !== 8 || !groups.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+/** A DNS name as RFC 5280 4.2.1.6 and the CA/Browser Forum allow: LDH labels, one leading wildcard at most. */
+export function validDnsName(name: string): boolean {
+  if (name.length === 0 || name.length > MAX_DNS_LENGTH) return false;
+  const labels = name.split('.');
+  if (labels.length < 1) return false;
+  return labels.every((l, i) => (i === 0 && l === '*' && labels.length > 2) || /^(?!-)[a-z0-9-]{1,63}(?<!-)$/.test(l));
+}
+
+export function sanTypesPresent(s: Sans): SanType[] {
+  return (Object.keys(s) as SanType[]).filter((k) => s[k].length > 0);
+}

@@ -1,0 +1,267 @@
+import * as der from '../asn1/der';
+import { OID } from '../asn1/oids';
+import { Clock } from '../clock';
+import { CaError } from '../errors';
+import { HsmError } from '../hsm/hsm';
+import { keyAlgorithmInfo } from '../hsm/key-algorithm';
+import { Logger } from '../log';
+import { CertificateStore, SerialCollision } from '../storage/certificate-store';
+import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertificate } from './certificate';
+import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsr, validDnsName } from './csr';
+import { CaHierarchy, CaLinks } from './hierarchy';
+import { Profile, ProfileRegistry, extension } from './profiles';
+
+export interface IssueRequest {
+  csr?: unknown;
+  profile?: unknown;
+  validityDays?: unknown;
+}
+
+/** Who asks: the token's id and role, and what the token may do (issue scope). */
+export interface Principal {
+  tokenId: string;
+  name: string;
+  role: 'admin' | 'requester';
+}
+
+export interface IssueResponse {
+  serialNumber: string;
+  certificate: string;
+  chain: string[];
+  notBefore: string;
+  notAfter: string;
+}
+
+/** What an authorisation policy sees of a request before anything is recorded. */
+export interface IssuanceIntent {
+  principal: Principal;
+  profile: Profile;
+  sans: Sans;
+  commonNames: string[];
+  validityDays: number;
+}
+
+export interface IssuancePolicy {
+  /** throws CaError('forbidden', ...) naming the rule that refuses the intent */
+  check(intent: IssuanceIntent): void | Promise<void>;
+}
+
+export interface IssuanceHooks {
+  /** after the record is committed (audit, metrics) */
+  issued?(e: { principal: Principal; serial: string; profile: string; sans: Sans; subject: string }): void | Promise<void>;
+  refused?(e: { principal: Principal; error: CaError }): void | Promise<void>;
+}
+
+const SKEW_MS = 60_000;
+const DAY_MS = 86_400_000;
+const MAX_SERIAL_ATTEMPTS = 5;
+
+/**
+ * The issuance pipeline (STYLE.md practice 5), one small stage per step:
+ * parse and verify the CSR, apply the profile, check policy, build the
+ * to-be-signed certificate, record the intent, sign, store, answer.
+ */
+export class IssuanceService {
+  private readonly chain: string[];
+  private readonly fixedExtensions: Buffer[];
+  private readonly sigAlg: Buffer;
+
+  constructor(
+    private readonly deps: {
+      hierarchy: CaHierarchy;
+      links: CaLinks;
+      store: CertificateStore;
+      profiles: ProfileRegistry;
+      clock: Clock;
+      log: Logger;
+      policy?: IssuancePolicy;
+      hooks?: IssuanceHooks;
+    },
+  ) {
+    const { issuing, root } = deps.hierarchy;
+    this.chain = [der.pemEncode('CERTIFICATE', issuing.certificate), der.pemEncode('CERTIFICATE', root.certificate)];
+    // The same for every certificate this issuer signs: encoded once.
+    this.fixedExtensions = [
+      ext.basicConstraintsEndEntity,
+      ext.authorityKeyIdentifier(issuing.keyId),
+      ext.authorityInfoAccess(deps.links.ocspUrl, deps.links.caIssuersUrl),
+      ext.crlDistributionPoints(deps.links.crlUrl),
+    ];
+    this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
+  }
+
+  async issue(req: IssueRequest, principal: Principal): Promise<IssueResponse> {
+    try {
+      const csr = parseCsr(csrFromPem(req.csr));
+      const profile = this.profileOf(req.profile);
+      const validityDays = validityOf(req.validityDays, profile);
+      const sans = applyProfile(csr, profile);
+      await this.deps.policy?.check({ principal, profile, sans, commonNames: csr.commonNames, validityDays });
+      return await this.signAndStore(csr, profile, sans, validityDays, principal);
+    } catch (e) {
+      if (e instanceof CaError && e.kind !== 'unavailable' && e.kind !== 'internal') await this.deps.hooks?.refused?.({ principal, error: e });
+      throw e;
+    }
+  }
+
+  private profileOf(name: unknown): Profile {
+    if (name === undefined) name = 'tls-server';
+    if (typeof name !== 'string') throw new CaError('badRequest', 'invalidProfile', 'field "profile" must be a string');
+    const p = this.deps.profiles.get(name);
+    if (!p) throw new CaError('badRequest', 'unknownProfile', `no profile named "${name.slice(0, 64)}" (known: ${this.deps.profiles.names().join(', ')})`);
+    return p;
+  }
+
+  private async signAndStore(csr: ParsedCsr, profile: Profile, sans: Sans, validityDays: number, principal: Principal): Promise<IssueResponse> {
+    const { issuing } = this.deps.hierarchy;
+    const now = this.deps.clock.now();
+    const notBefore = new Date(Math.floor((now.getTime() - SKEW_MS) / 1000) * 1000);
+    // RFC 5280 4.1.2.5: the validity period includes both ends, hence the second less.
+    let notAfter = new Date(notBefore.getTime() + validityDays * DAY_MS - 1000);
+    if (notAfter > issuing.notAfter) notAfter = issuing.notAfter;
+    const extensions = [
+      ...this.fixedExtensions,
+      csr.key.kind === 'rsa' ? profile.keyUsageExtension.rsa : profile.keyUsageExtension.ec,
+      profile.extKeyUsageExtension,
+      ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)),
+    ];
+    const sanExt = subjectAltName(sans, csr.subject);
+    if (sanExt) extensions.push(sanExt);
+
+    for (let attempt = 1; ; attempt++) {
+      const serial = randomSerial();
+      const serialNumber = serialHex(serial);
+      try {
+        await this.deps.store.reserve({
+          serial: serialNumber,
+          profile: profile.name,
+          subject: csr.subjectText,
+          sans,
+          notBefore,
+          notAfter,
+          requesterId: principal.tokenId,
+          createdAt: now,
+        });
+      } catch (e) {
+        if (e instanceof SerialCollision && attempt < MAX_SERIAL_ATTEMPTS) continue;
+        if (e instanceof SerialCollision) throw new CaError('internal', 'serialExhausted', 'could not draw an unused serial number');
+        throw e;
+      }
+      const tbs = tbsCertificate({
+        serial,
+        signatureAlgorithm: this.sigAlg,
+        issuer: issuing.name,
+        notBefore,
+        notAfter,
+        subject: csr.subject,
+        spki: csr.spki,
+        extensions,
+      });
+      let certificate: Buffer;
+      try {
+        certificate = await signCertificate(tbs, issuing.signer);
+      } catch (e) {
+        await this.deps.store.abandon(serialNumber);
+        this.deps.log.error('the HSM failed to sign a certificate', { serial: serialNumber, error: (e as Error).message });
+        throw hsmFailure(e);
+      }
+      await this.deps.store.complete(serialNumber, certificate);
+      await this.deps.hooks?.issued?.({ principal, serial: serialNumber, profile: profile.name, sans, subject: csr.subjectText });
+      return {
+        serialNumber,
+        certificate: der.pemEncode('CERTIFICATE', certificate),
+        chain: this.chain,
+        notBefore: notBefore.toISOString(),
+        notAfter: notAfter.toISOString(),
+      };
+    }
+  }
+}
+
+export function hsmFailure(e: unknown): CaError {
+  if (e instanceof CaError) return e;
+  const detail = e instanceof HsmError ? e.message : 'the HSM did not answer';
+  return new CaError('unavailable', 'hsmUnavailable', `the HSM is unavailable: ${detail}`);
+}
+
+function validityOf(v: unknown, profile: Profile): number {
+  if (v === undefined || v === null) return profile.defaultValidityDays;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
+    throw new CaError('badRequest', 'invalidValidity', 'field "validityDays" must be a whole number of days, at least 1');
+  }
+  if (v > profile.maxValidityDays) {
+    throw new CaError('policy', 'validityTooLong', `profile ${profile.name} allows at most ${profile.maxValidityDays} days; asked for ${v}`);
+  }
+  return v;
+}
+
+/** The names the certificate will carry, after the profile's rules (contract section 4). */
+export function applyProfile(csr: ParsedCsr, profile: Profile): Sans {
+  if (csr.otherSanTypes.length) {
+    throw new CaError('policy', 'sanTypeNotAllowed', `profile ${profile.name} does not carry SAN types ${csr.otherSanTypes.join(', ')}`);
+  }
+  const sans: Sans = {
+    dns: dedupe(csr.sans.dns.map((d) => d.toLowerCase())),
+    ip: dedupe(csr.sans.ip),
+    email: dedupe(csr.sans.email),
+    uri: dedupe(csr.sans.uri),
+  };
+  for (const t of ['dns', 'ip', 'email', 'uri'] as const) {
+    if (sans[t].length && !profile.sanTypes.has(t)) {
+      throw new CaError('policy', 'sanTypeNotAllowed', `profile ${profile.name} does not allow ${t} subject alternative names`);
+    }
+  }
+  for (const d of sans.dns) {
+    if (!validDnsName(d)) throw new CaError('policy', 'invalidDnsName', `"${d.slice(0, 80)}" is not a valid DNS name`);
+  }
+  for (const m of sans.email) {
+    const at = m.lastIndexOf('@');
+    if (at < 1 || !validDnsName(m.slice(at + 1).toLowerCase()) || /[\s<>()]/.test(m)) {
+      throw new CaError('policy', 'invalidEmail', `"${m.slice(0, 80)}" is not a valid email address`);
+    }
+  }
+  for (const u of sans.uri) {
+    let ok = false;
+    try {
+      ok = /^[a-z][a-z0-9+.-]*:/i.test(u) && !!new URL(u);
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new CaError('policy', 'invalidUri', `"${u.slice(0, 80)}" is not a valid URI`);
+  }
+  const count = sans.dns.length + sans.ip.length + sans.email.length + sans.uri.length;
+  if (profile.requireSan && count === 0) {
+    throw new CaError('policy', 'sanRequired', `profile ${profile.name} needs at least one subject alternative name of type ${[...profile.sanTypes].join(' or ')}`);
+  }
+  if (count === 0 && csr.subject.length === 2) {
+    throw new CaError('policy', 'nameRequired', 'the CSR has neither a subject nor a subject alternative name');
+  }
+  if (profile.commonNameMustBeSan) {
+    for (const cn of csr.commonNames) {
+      const c = cn.toLowerCase();
+      const ip = ipToBytes(cn);
+      const matchesIp = ip && sans.ip.some((s) => ipToBytes(s)!.equals(ip));
+      if (!sans.dns.includes(c) && !matchesIp) {
+        throw new CaError('policy', 'commonNameNotInSans', `the subject common name "${cn.slice(0, 64)}" must also be one of the subject alternative names`);
+      }
+    }
+  }
+  return sans;
+}
+
+function dedupe(a: string[]): string[] {
+  return [...new Set(a)];
+}
+
+/** RFC 5280 4.2.1.6: critical when the subject is empty. */
+function subjectAltName(sans: Sans, subject: Buffer): Buffer | undefined {
+  const names: Buffer[] = [
+    ...sans.dns.map((d) => der.ctx(2, Buffer.from(d, 'latin1'), false)),
+    ...sans.ip.map((i) => der.ctx(7, ipToBytes(i)!, false)),
+    ...sans.email.map((m) => der.ctx(1, Buffer.from(m, 'latin1'), false)),
+    ...sans.uri.map((u) => der.ctx(6, Buffer.from(u, 'latin1'), false)),
+  ];
+  if (names.length === 0) return undefined;
+  const emptySubject = subject.length === 2; // SEQUENCE {}
+  return extension(OID.subjectAltName, emptySubject, der.seq(...names));
+}

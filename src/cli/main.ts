@@ -1,0 +1,111 @@
+import { loadConfig } from '../config';
+import { ConfigError, StartupError, CaError } from '../errors';
+import { openCore, startService } from '../service';
+import { parseArgs } from './args';
+
+const USAGE = `usage: hsmca <command>
+
+  serve                                  initialise on first start, then serve the CA
+  init                                   initialise the data folder, database, HSM keys and CA certificates
+  token create --role ROLE --name NAME [--expires-days N]
+                                         create a bearer token (admin or requester), printed once
+  token list                             list tokens (never the tokens themselves)
+  token revoke ID                        revoke a token
+
+Settings come from the environment: see docs/configuration.md.`;
+
+/** One clear line for an error a user can act on, and an exit code. */
+function fail(e: unknown): number {
+  if (e instanceof ConfigError || e instanceof StartupError || e instanceof CaError) {
+    process.stderr.write(`hsmca: ${e.message}\n`);
+    return 1;
+  }
+  process.stderr.write(`hsmca: unexpected error: ${(e as Error)?.message ?? String(e)}\n`);
+  return 1;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'serve':
+        return await serve();
+      case 'init': {
+        const core = await openCore(loadConfig());
+        process.stdout.write(`hsmca: initialised (${core.hsm.kind} HSM, ${core.db.kind} database, ${core.hierarchy.issuing.signer.algorithm} CA keys)\n`);
+        await core.close();
+        return 0;
+      }
+      case 'token':
+        return await token(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE + '\n');
+        return cmd === undefined ? 2 : 0;
+      default:
+        process.stderr.write(`hsmca: unknown command "${cmd}"\n${USAGE}\n`);
+        return 2;
+    }
+  } catch (e) {
+    return fail(e);
+  }
+}
+
+async function serve(): Promise<number> {
+  const config = loadConfig();
+  const svc = await startService(config);
+  process.stdout.write(`hsmca: serving on ${svc.url}\n`);
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string) => {
+      svc.core.log.info('shutting down', { signal: sig });
+      svc.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+  return 0;
+}
+
+async function token(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days']);
+  const config = loadConfig();
+  const core = await openCore({ ...config, logLevel: 'warn' });
+  try {
+    switch (sub) {
+      case 'create': {
+        if (!args.role || !args.name) throw new CaError('badRequest', 'usage', 'usage: hsmca token create --role admin|requester --name NAME');
+        let expiresAt: Date | null = null;
+        if (args['expires-days']) {
+          const d = Number(args['expires-days']);
+          if (!Number.isInteger(d) || d < 1) throw new CaError('badRequest', 'usage', '--expires-days must be a whole number of days');
+          expiresAt = new Date(core.clock.now().getTime() + d * 86400_000);
+        }
+        const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt });
+        process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
+        process.stdout.write(token + '\n');
+        return 0;
+      }
+      case 'list': {
+        for (const t of await core.tokenStore.list()) {
+          const state = t.revokedAt ? 'revoked' : t.expiresAt && t.expiresAt <= core.clock.now() ? 'expired' : 'active';
+          process.stdout.write(`${t.id}  ${t.role.padEnd(9)}  ${state.padEnd(7)}  ${t.createdAt.toISOString()}  ${t.name}\n`);
+        }
+        return 0;
+      }
+      case 'revoke': {
+        const id = positional[0];
+        if (!id) throw new CaError('badRequest', 'usage', 'usage: hsmca token revoke ID');
+        if (!(await core.tokenStore.revoke(id, core.clock.now()))) throw new CaError('notFound', 'tokenNotFound', `no active token with id ${id}`);
+        process.stdout.write(`hsmca: revoked token ${id}\n`);
+        return 0;
+      }
+      default:
+        throw new CaError('badRequest', 'usage', 'usage: hsmca token create|list|revoke');
+    }
+  } finally {
+    await core.close();
+  }
+}

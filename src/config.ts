@@ -1,0 +1,139 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError } from './errors';
+import { KEY_ALGORITHMS, KeyAlgorithm, isKeyAlgorithm } from './hsm/key-algorithm';
+import { ProfileSpec } from './ca/profiles';
+
+/** Every setting of contract section 2, validated once at start-up. */
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** undefined: SQLite file in the data folder */
+  databaseUrl?: string;
+  publicUrl: string;
+  hsm: 'soft' | 'pkcs11';
+  hsmPin?: string;
+  pkcs11?: { module: string; tokenLabels: string[]; pin: string; soPin?: string };
+  keyAlgorithm: KeyAlgorithm;
+  adminToken?: string;
+  crlRefreshSeconds: number;
+  /** CRL nextUpdate is thisUpdate plus this */
+  crlValiditySeconds: number;
+  /** how long revoked certificates stay on the CRL after they expire */
+  crlRetentionSeconds: number;
+  /** OCSP responses are valid this long (nextUpdate - thisUpdate) */
+  ocspValiditySeconds: number;
+  /** common name prefix of the CA certificates */
+  caName: string;
+  /** largest accepted request body */
+  maxBodyBytes: number;
+  /** extra profiles from the config file */
+  profiles: Record<string, ProfileSpec>;
+  logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+}
+
+type Env = Record<string, string | undefined>;
+
+function intSetting(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return def;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const n = Number(raw.trim());
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+/** At least 32 bytes of entropy (contract section 2): 64 hex characters, or 43 of base64url. */
+export function adminTokenStrongEnough(token: string): boolean {
+  if (/^[0-9a-fA-F]+$/.test(token)) return token.length >= 64;
+  if (/^[A-Za-z0-9_\-+/=.~]+$/.test(token)) return token.replace(/=+$/, '').length >= 43 && new Set(token).size >= 16;
+  return false;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const host = env.HSMCA_HOST?.trim() || '127.0.0.1';
+  const port = intSetting(env, 'HSMCA_PORT', 8080, 0, 65535);
+  const dataDir = path.resolve(env.HSMCA_DATA_DIR?.trim() || './data');
+
+  let databaseUrl: string | undefined = env.HSMCA_DATABASE_URL?.trim() || undefined;
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl) && !/^sqlite:/.test(databaseUrl)) {
+    throw new ConfigError('HSMCA_DATABASE_URL', 'must be a postgres:// URL (or sqlite:PATH); leave it unset for the embedded SQLite database');
+  }
+
+  let publicUrl = env.HSMCA_PUBLIC_URL?.trim() || `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  try {
+    const u = new URL(publicUrl);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
+  } catch {
+    throw new ConfigError('HSMCA_PUBLIC_URL', `must be an http:// or https:// URL, got "${publicUrl}"`);
+  }
+  publicUrl = publicUrl.replace(/\/+$/, '');
+
+  const hsmRaw = env.HSMCA_HSM?.trim() || 'soft';
+  if (hsmRaw !== 'soft' && hsmRaw !== 'pkcs11') throw new ConfigError('HSMCA_HSM', `must be "soft" or "pkcs11", got "${hsmRaw}"`);
+
+  let pkcs11: Config['pkcs11'];
+  if (hsmRaw === 'pkcs11') {
+    const module = env.HSMCA_PKCS11_MODULE?.trim();
+    if (!module) throw new ConfigError('HSMCA_PKCS11_MODULE', 'is required when HSMCA_HSM=pkcs11 (e.g. /usr/lib/softhsm/libsofthsm2.so)');
+    if (!fs.existsSync(module)) throw new ConfigError('HSMCA_PKCS11_MODULE', `no such file: ${module}`);
+    const labels = (env.HSMCA_PKCS11_TOKEN_LABEL ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    if (labels.length === 0) throw new ConfigError('HSMCA_PKCS11_TOKEN_LABEL', 'is required when HSMCA_HSM=pkcs11');
+    if (new Set(labels).size !== labels.length) throw new ConfigError('HSMCA_PKCS11_TOKEN_LABEL', 'names a token twice');
+    const pin = env.HSMCA_PKCS11_PIN;
+    if (!pin) throw new ConfigError('HSMCA_PKCS11_PIN', 'is required when HSMCA_HSM=pkcs11');
+    pkcs11 = { module, tokenLabels: labels, pin, soPin: env.HSMCA_PKCS11_SO_PIN || undefined };
+  }
+
+  const hsmPin = env.HSMCA_HSM_PIN || undefined;
+  if (hsmPin !== undefined && hsmPin.length < 8) throw new ConfigError('HSMCA_HSM_PIN', 'must be at least 8 characters');
+
+  const keyAlgorithm = env.HSMCA_KEY_ALGORITHM?.trim() || 'ecdsa-p256';
+  if (!isKeyAlgorithm(keyAlgorithm)) {
+    throw new ConfigError('HSMCA_KEY_ALGORITHM', `must be one of ${KEY_ALGORITHMS.join(', ')}, got "${keyAlgorithm}"`);
+  }
+
+  const adminToken = env.HSMCA_ADMIN_TOKEN || undefined;
+  if (adminToken !== undefined && !adminTokenStrongEnough(adminToken)) {
+    throw new ConfigError('HSMCA_ADMIN_TOKEN', 'must carry at least 32 bytes of entropy (e.g. 64 hex characters: openssl rand -hex 32)');
+  }
+
+  const logLevel = (env.HSMCA_LOG_LEVEL?.trim() || 'info') as Config['logLevel'];
+  if (!['debug', 'info', 'warn', 'error', 'silent'].includes(logLevel)) {
+    throw new ConfigError('HSMCA_LOG_LEVEL', `must be debug, info, warn, error or silent, got "${logLevel}"`);
+  }
+
+  let profiles: Record<string, ProfileSpec> = {};
+  const configFile = env.HSMCA_CONFIG?.trim();
+  if (configFile) {
+    let parsed: { profiles?: Record<string, ProfileSpec> };
+    try {
+      parsed = JSON.parse(fs.readFileSync(configFile, 'utf8'));
+    } catch (e) {
+      throw new ConfigError('HSMCA_CONFIG', `cannot read ${configFile} as JSON: ${(e as Error).message}`);
+    }
+    profiles = parsed.profiles ?? {};
+  }
+
+  return {
+    host,
+    port,
+    dataDir,
+    databaseUrl,
+    publicUrl,
+    hsm: hsmRaw,
+    hsmPin,
+    pkcs11,
+    keyAlgorithm,
+    adminToken,
+    crlRefreshSeconds: intSetting(env, 'HSMCA_CRL_REFRESH_SECONDS', 300, 1, 7 * 86400),
+    crlValiditySeconds: intSetting(env, 'HSMCA_CRL_VALIDITY_SECONDS', 86400, 60, 30 * 86400),
+    crlRetentionSeconds: intSetting(env, 'HSMCA_CRL_RETENTION_SECONDS', 0, 0, 10 * 365 * 86400),
+    ocspValiditySeconds: intSetting(env, 'HSMCA_OCSP_VALIDITY_SECONDS', 3600, 60, 7 * 86400),
+    caName: env.HSMCA_CA_NAME?.trim() || 'hsmca',
+    maxBodyBytes: intSetting(env, 'HSMCA_MAX_BODY_BYTES', 128 * 1024, 1024, 16 * 1024 * 1024),
+    profiles,
+    logLevel,
+  };
+}

@@ -1,0 +1,74 @@
+import express, { RequestHandler } from 'express';
+import { Metrics } from '../metrics';
+import { Logger } from '../log';
+import { CaError } from '../errors';
+import { errorHandler, notFoundHandler, sendError } from './errors';
+
+export interface AppParts {
+  metrics: Metrics;
+  log: Logger;
+  maxBodyBytes: number;
+  /** routers mounted in order */
+  routers: RequestHandler[];
+  health: () => Promise<{ ok: boolean; body: Record<string, unknown> }>;
+}
+
+/** Security headers on every response (OWASP secure headers for an API). */
+const securityHeaders: RequestHandler = (_req, res, next) => {
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('X-Frame-Options', 'DENY');
+  res.setHeader('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+  next();
+};
+
+function isLoopback(addr: string | undefined): boolean {
+  return !!addr && (addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.'));
+}
+
+export function createApp(p: AppParts): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.set('query parser', 'simple');
+  app.use(securityHeaders);
+  app.use((req, res, next) => {
+    const t0 = process.hrtime.bigint();
+    res.on('finish', () => {
+      const route = (req.route?.path as string | undefined) ?? (res.statusCode === 404 ? 'unmatched' : req.path.split('/').slice(0, 3).join('/'));
+      p.metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+      p.metrics.httpDuration.observe(Number(process.hrtime.bigint() - t0) / 1e9, { route });
+    });
+    next();
+  });
+  app.use('/api', (_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+  app.use('/api', express.json({ limit: p.maxBodyBytes, strict: true, type: () => true }));
+
+  app.get('/healthz', async (_req, res) => {
+    let h: { ok: boolean; body: Record<string, unknown> };
+    try {
+      h = await p.health();
+    } catch {
+      h = { ok: false, body: { status: 'unavailable' } };
+    }
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(h.ok ? 200 : 503).json(h.body);
+  });
+
+  app.get('/metrics', (req, res) => {
+    if (!isLoopback(req.socket.remoteAddress)) {
+      return sendError(res, new CaError('forbidden', 'forbidden', 'metrics are served to the local host only'));
+    }
+    res.setHeader('Content-Type', 'text/plain; version=0.0.4; charset=utf-8');
+    res.send(p.metrics.render());
+  });
+
+  for (const r of p.routers) app.use(r);
+  app.use(notFoundHandler);
+  app.use(errorHandler(p.log));
+  return app;
+}

@@ -1,0 +1,274 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { TokenService } from './auth/tokens';
+import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
+import { IssuanceService } from './ca/issuance';
+import { ProfileRegistry } from './ca/profiles';
+import { RevocationService } from './ca/revocation';
+import { Clock, systemClock } from './clock';
+import { Config } from './config';
+import { StartupError } from './errors';
+import { openHsm } from './hsm/factory';
+import { Hsm, HsmError } from './hsm/hsm';
+import { InstrumentedHsm } from './hsm/instrumented';
+import { createApp } from './http/app';
+import { requireRole } from './http/auth';
+import { caRoutes } from './http/routes/ca';
+import { certificateRoutes } from './http/routes/certificates';
+import { Logger, createLogger } from './log';
+import { Metrics } from './metrics';
+import { CaStore } from './storage/ca-store';
+import { CertificateStore } from './storage/certificate-store';
+import { Database, openDatabase } from './storage/database';
+import { TokenStore } from './storage/token-store';
+
+export interface ServiceOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** where the generated admin token is announced (default: stdout) */
+  announce?: (line: string) => void;
+}
+
+/** Everything a running CA holds, wired once (entry points → domain → data access). */
+export interface Core {
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  db: Database;
+  hsm: Hsm;
+  hierarchy: CaHierarchy;
+  links: CaLinks;
+  certificates: CertificateStore;
+  caStore: CaStore;
+  tokens: TokenService;
+  tokenStore: TokenStore;
+  profiles: ProfileRegistry;
+  issuance: IssuanceService;
+  revocation: RevocationService;
+  close(): Promise<void>;
+}
+
+/** Creates the data folder 0700, or refuses one that others can read. */
+export function prepareDataDir(dir: string): void {
+  if (!fs.existsSync(dir)) {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return;
+  }
+  const st = fs.statSync(dir);
+  if (!st.isDirectory()) throw new StartupError(`HSMCA_DATA_DIR: ${dir} is not a folder`);
+  if (st.mode & 0o007) {
+    throw new StartupError(`HSMCA_DATA_DIR: ${dir} is accessible to other users (mode ${(st.mode & 0o777).toString(8)}); run chmod 700 on it`);
+  }
+}
+
+function writeSecret(file: string, content: string): void {
+  fs.writeFileSync(file, content + '\n', { mode: 0o600, flag: 'wx' });
+}
+
+function readSecret(file: string, setting: string): string | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const st = fs.statSync(file);
+  if (st.mode & 0o077) throw new StartupError(`${setting}: ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}); run chmod 600 on it`);
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+/** The software HSM's PIN: the setting, the saved file, or a new one on first init. */
+function softHsmPin(config: Config): string {
+  if (config.hsmPin) return config.hsmPin;
+  const pinFile = path.join(config.dataDir, 'hsm.pin');
+  const saved = readSecret(pinFile, 'HSMCA_HSM_PIN');
+  if (saved) return saved;
+  if (fs.existsSync(path.join(config.dataDir, 'soft-hsm.json'))) {
+    throw new StartupError('HSMCA_HSM_PIN: the software HSM store exists but no PIN is set and no hsm.pin file is in the data folder');
+  }
+  const pin = randomBytes(24).toString('base64url');
+  writeSecret(pinFile, pin);
+  return pin;
+}
+
+/** Opens (and on first start, initialises) the database, the HSM and the CA hierarchy. */
+export async function openCore(config: Config, opts: ServiceOptions = {}): Promise<Core> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger(config.logLevel);
+  const metrics = new Metrics();
+  prepareDataDir(config.dataDir);
+  const profiles = new ProfileRegistry(config.profiles);
+
+  let db: Database;
+  try {
+    db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  } catch (e) {
+    throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
+  }
+  let rawHsm: Hsm;
+  try {
+    rawHsm = await openHsm(config, config.hsm === 'soft' ? softHsmPin(config) : undefined);
+  } catch (e) {
+    await db.close();
+    if (e instanceof HsmError) {
+      const setting = config.hsm === 'soft' ? 'HSMCA_HSM_PIN' : e.code === 'wrongPin' ? 'HSMCA_PKCS11_PIN' : 'HSMCA_PKCS11_TOKEN_LABEL';
+      throw new StartupError(`${setting}: ${e.message}`);
+    }
+    throw e;
+  }
+  const hsm = new InstrumentedHsm(rawHsm, metrics, log);
+  const closeAll = async () => {
+    await hsm.close().catch(() => undefined);
+    await db.close().catch(() => undefined);
+  };
+  try {
+    const caStore = new CaStore(db);
+    const hierarchy = await loadOrCreateHierarchy({
+      hsm,
+      store: caStore,
+      clock,
+      log,
+      keyAlgorithm: config.keyAlgorithm,
+      caName: config.caName,
+      publicUrl: config.publicUrl,
+    });
+    const links: CaLinks = {
+      ocspUrl: `${config.publicUrl}/ocsp`,
+      caIssuersUrl: `${config.publicUrl}/ca/issuer.crt`,
+      crlUrl: `${config.publicUrl}/crl`,
+    };
+    const certificates = new CertificateStore(db);
+    const tokenStore = new TokenStore(db);
+    const tokens = new TokenService({ store: tokenStore, clock });
+    await ensureFirstAdmin(config, tokens, tokenStore, opts.announce ?? ((l) => process.stdout.write(l + '\n')));
+    const issuance = new IssuanceService({
+      hierarchy,
+      links,
+      store: certificates,
+      profiles,
+      clock,
+      log,
+      hooks: {
+        issued: (e) => metrics.certificatesIssued.inc({ profile: e.profile }),
+        refused: (e) => metrics.issuanceRefused.inc({ code: e.error.code }),
+      },
+    });
+    const revocation = new RevocationService({ store: certificates, clock });
+    revocation.onRevoked((e) => {
+      metrics.certificatesRevoked.inc({ reason: String(e.reason) });
+      log.info('certificate revoked', { serial: e.record.serial, reason: e.reason, by: e.by });
+    });
+    return {
+      config,
+      clock,
+      log,
+      metrics,
+      db,
+      hsm,
+      hierarchy,
+      links,
+      certificates,
+      caStore,
+      tokens,
+      tokenStore,
+      profiles,
+      issuance,
+      revocation,
+      close: closeAll,
+    };
+  } catch (e) {
+    await closeAll();
+    throw e;
+  }
+}
+
+/** At first init: HSMCA_ADMIN_TOKEN, or a generated token printed once and saved 0600. */
+async function ensureFirstAdmin(config: Config, tokens: TokenService, store: TokenStore, announce: (l: string) => void): Promise<void> {
+  if ((await store.count('admin')) > 0) return;
+  if (config.adminToken) {
+    await tokens.create({ role: 'admin', name: 'admin', token: config.adminToken });
+    return;
+  }
+  const { token } = await tokens.create({ role: 'admin', name: 'admin' });
+  const file = path.join(config.dataDir, 'admin.token');
+  fs.rmSync(file, { force: true });
+  writeSecret(file, token);
+  announce(`hsmca: generated the first admin token (shown once, also saved 0600 in ${file}):`);
+  announce(token);
+}
+
+export interface RunningService {
+  core: Core;
+  server: http.Server;
+  url: string;
+  /** graceful stop: no new connections, in-flight requests finish, then the database and HSM close */
+  stop(): Promise<void>;
+}
+
+export function createHttpApp(core: Core) {
+  const { tokens, metrics } = core;
+  const hooks = { failed: () => metrics.authFailures.inc() };
+  const anyRole = requireRole(tokens, ['admin', 'requester'], hooks);
+  const adminOnly = requireRole(tokens, ['admin'], hooks);
+  return createApp({
+    metrics,
+    log: core.log,
+    maxBodyBytes: core.config.maxBodyBytes,
+    routers: [
+      caRoutes(core.hierarchy),
+      certificateRoutes({
+        issuance: core.issuance,
+        revocation: core.revocation,
+        store: core.certificates,
+        anyRole,
+        adminOnly,
+      }),
+    ],
+    health: async () => {
+      let database = 'ok';
+      try {
+        await core.db.ping();
+      } catch {
+        database = 'down';
+      }
+      let hsm;
+      try {
+        hsm = await core.hsm.health();
+      } catch {
+        hsm = { status: 'down' as const, tokens: [] };
+      }
+      const ok = database === 'ok' && hsm.status !== 'down';
+      const status = !ok ? 'unavailable' : hsm.status === 'degraded' ? 'degraded' : 'ok';
+      return { ok, body: { status, database, hsm } };
+    },
+  });
+}
+
+export async function startService(config: Config, opts: ServiceOptions = {}): Promise<RunningService> {
+  const core = await openCore(config, opts);
+  const app = createHttpApp(core);
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, app);
+  server.keepAliveTimeout = 5_000;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (e) {
+    await core.close();
+    throw new StartupError(`HSMCA_PORT: cannot listen on ${config.host}:${config.port}: ${(e as Error).message}`);
+  }
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `http://${host}:${addr.port}`;
+  core.log.info('hsmca serving', { url, hsm: core.hsm.kind, database: core.db.kind });
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await core.close();
+    })());
+  return { core, server, url, stop };
+}

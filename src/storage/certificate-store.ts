@@ -1,0 +1,178 @@
+import type { Knex } from 'knex';
+import { CaError } from '../errors';
+import { Database, isUniqueViolation, storageError } from './database';
+import type { Sans } from '../ca/csr';
+
+/** A certificate as the API and the status services see it. */
+export interface CertificateRecord {
+  serial: string;
+  profile: string;
+  subject: string;
+  sans: Sans;
+  notBefore: Date;
+  notAfter: Date;
+  der: Buffer;
+  requesterId: string | null;
+  createdAt: Date;
+  revokedAt: Date | null;
+  revocationReason: number | null;
+  invalidityDate: Date | null;
+}
+
+/** The intent to issue, written before the HSM signs (STYLE.md practice 7). */
+export interface Reservation {
+  serial: string;
+  profile: string;
+  subject: string;
+  sans: Sans;
+  notBefore: Date;
+  notAfter: Date;
+  requesterId: string | null;
+  createdAt: Date;
+}
+
+export class SerialCollision extends Error {}
+
+export interface ListQuery {
+  status?: 'good' | 'revoked';
+  requesterId?: string;
+  limit: number;
+  /** id of the last item of the previous page */
+  afterId?: number;
+}
+
+interface Row {
+  id: number;
+  serial: string;
+  state: string;
+  profile: string;
+  subject: string;
+  sans: string;
+  not_before: number;
+  not_after: number;
+  der: Buffer | null;
+  requester_id: string | null;
+  created_at: number;
+  revoked_at: number | null;
+  revocation_reason: number | null;
+  invalidity_date: number | null;
+}
+
+function toRecord(r: Row): CertificateRecord {
+  return {
+    serial: r.serial,
+    profile: r.profile,
+    subject: r.subject,
+    sans: JSON.parse(r.sans),
+    notBefore: new Date(Number(r.not_before)),
+    notAfter: new Date(Number(r.not_after)),
+    der: Buffer.from(r.der!),
+    requesterId: r.requester_id,
+    createdAt: new Date(Number(r.created_at)),
+    revokedAt: r.revoked_at == null ? null : new Date(Number(r.revoked_at)),
+    revocationReason: r.revocation_reason,
+    invalidityDate: r.invalidity_date == null ? null : new Date(Number(r.invalidity_date)),
+  };
+}
+
+export type RevokeOutcome = { kind: 'revoked'; record: CertificateRecord } | { kind: 'notFound' } | { kind: 'alreadyRevoked'; record: CertificateRecord };
+
+/**
+ * Certificates, behind two doors (STYLE.md practice 10): the write side for
+ * issuance and revocation, the read side for lookups, OCSP and CRLs. No SQL
+ * lives outside src/storage.
+ */
+export class CertificateStore {
+  private readonly knex: Knex;
+
+  constructor(db: Database) {
+    this.knex = db.knex;
+  }
+
+  // ------------------------------------------------------------ write side
+
+  /** Records the serial before signing; SerialCollision when it exists already. */
+  async reserve(r: Reservation): Promise<void> {
+    try {
+      await this.knex('certificates').insert({
+        serial: r.serial,
+        state: 'pending',
+        profile: r.profile,
+        subject: r.subject,
+        sans: JSON.stringify(r.sans),
+        not_before: r.notBefore.getTime(),
+        not_after: r.notAfter.getTime(),
+        requester_id: r.requesterId,
+        created_at: r.createdAt.getTime(),
+      });
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new SerialCollision(r.serial);
+      throw storageError(e);
+    }
+  }
+
+  /** Stores the signed certificate; only after this commits may it reach a client. */
+  async complete(serial: string, der: Buffer): Promise<void> {
+    let n: number;
+    try {
+      n = await this.knex('certificates').where({ serial, state: 'pending' }).update({ state: 'issued', der });
+    } catch (e) {
+      throw storageError(e);
+    }
+    if (n !== 1) throw new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+  }
+
+  /** Marks a reservation whose signing failed, so it is never mistaken for a certificate. */
+  async abandon(serial: string): Promise<void> {
+    await this.knex('certificates').where({ serial, state: 'pending' }).update({ state: 'failed' }).catch(() => undefined);
+  }
+
+  async revoke(serial: string, at: Date, reason: number, invalidityDate: Date | null): Promise<RevokeOutcome> {
+    try {
+      return await this.knex.transaction(async (trx) => {
+        const n = await trx('certificates')
+          .where({ serial, state: 'issued' })
+          .whereNull('revoked_at')
+          .update({ revoked_at: at.getTime(), revocation_reason: reason, invalidity_date: invalidityDate?.getTime() ?? null });
+        const row = await trx<Row>('certificates').where({ serial, state: 'issued' }).first();
+        if (!row) return { kind: 'notFound' as const };
+        return n === 1 ? { kind: 'revoked' as const, record: toRecord(row) } : { kind: 'alreadyRevoked' as const, record: toRecord(row) };
+      });
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  // ------------------------------------------------------------ read side
+
+  async get(serial: string): Promise<CertificateRecord | undefined> {
+    try {
+      const row = await this.knex<Row>('certificates').where({ serial, state: 'issued' }).first();
+      return row && toRecord(row);
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  /** Newest first; returns the page and the id to continue after. */
+  async list(q: ListQuery): Promise<{ items: CertificateRecord[]; lastId?: number; more: boolean }> {
+    try {
+      let query = this.knex<Row>('certificates').where({ state: 'issued' });
+      if (q.requesterId !== undefined) query = query.andWhere({ requester_id: q.requesterId });
+      if (q.status === 'revoked') query = query.whereNotNull('revoked_at');
+      if (q.status === 'good') query = query.whereNull('revoked_at');
+      if (q.afterId !== undefined) query = query.andWhere('id', '<', q.afterId);
+      const rows: Row[] = await query.orderBy('id', 'desc').limit(q.limit + 1);
+      const more = rows.length > q.limit;
+      const page = rows.slice(0, q.limit);
+      return { items: page.map(toRecord), lastId: page.length ? Number(page[page.length - 1].id) : undefined, more };
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  async count(): Promise<number> {
+    const r = await this.knex('certificates').where({ state: 'issued' }).count<{ n: number | string }[]>({ n: '*' });
+    return Number(r[0].n);
+  }
+}

@@ -1,0 +1,83 @@
+import knexFactory, { Knex } from 'knex';
+import * as path from 'node:path';
+import { types as pgTypes } from 'pg';
+import { migrationSource } from '../../migrations';
+import { CaError } from '../errors';
+
+// PostgreSQL returns bigint as text; every bigint here is an epoch-millisecond
+// time or an id well inside Number's exact range.
+pgTypes.setTypeParser(20, (v) => Number(v));
+
+export interface Database {
+  knex: Knex;
+  kind: 'sqlite' | 'postgres';
+  close(): Promise<void>;
+  ping(): Promise<void>;
+}
+
+/**
+ * Opens the database named by HSMCA_DATABASE_URL (PostgreSQL), or the
+ * embedded SQLite file in the data folder, and runs the migrations.
+ */
+export async function openDatabase(opts: { url?: string; dataDir: string }): Promise<Database> {
+  let knex: Knex;
+  let kind: Database['kind'];
+  if (opts.url && /^postgres(ql)?:/.test(opts.url)) {
+    kind = 'postgres';
+    knex = knexFactory({
+      client: 'pg',
+      connection: opts.url,
+      pool: { min: 0, max: 10 },
+      acquireConnectionTimeout: 10000,
+    });
+  } else {
+    kind = 'sqlite';
+    const filename = opts.url?.startsWith('sqlite:') ? opts.url.slice('sqlite:'.length) : path.join(opts.dataDir, 'hsmca.db');
+    knex = knexFactory({
+      client: 'better-sqlite3',
+      connection: { filename },
+      useNullAsDefault: true,
+      pool: {
+        min: 1,
+        max: 1,
+        // WAL with synchronous=FULL: a commit is on disk before it is acknowledged.
+        afterCreate: (conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) => {
+          try {
+            conn.pragma('journal_mode = WAL');
+            conn.pragma('synchronous = FULL');
+            conn.pragma('busy_timeout = 10000');
+            conn.pragma('foreign_keys = ON');
+            done(null, conn);
+          } catch (e) {
+            done(e as Error, conn);
+          }
+        },
+      },
+    });
+  }
+  try {
+    await knex.migrate.latest({ migrationSource });
+  } catch (e) {
+    await knex.destroy().catch(() => undefined);
+    throw new Error(`cannot open the ${kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database: ${(e as Error).message}`);
+  }
+  return {
+    knex,
+    kind,
+    close: () => knex.destroy(),
+    ping: async () => {
+      await knex.raw('select 1');
+    },
+  };
+}
+
+export function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string };
+  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/** Any storage failure surfaces as 503 with a stable code; details stay in the log. */
+export function storageError(e: unknown): CaError {
+  if (e instanceof CaError) return e;
+  return new CaError('unavailable', 'databaseUnavailable', 'the database is unavailable; try again later');
+}
