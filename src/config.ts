@@ -61,6 +61,9 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('HSMCA_DATABASE_URL', 'must be a postgres:// URL (or sqlite:PATH); leave it unset for the embedded SQLite database');
   }
 
+  if (!env.HSMCA_PUBLIC_URL?.trim() && (host === '0.0.0.0' || host === '::')) {
+    throw new ConfigError('HSMCA_PUBLIC_URL', `is required when HSMCA_HOST is ${host}: it is the address clients use, written into every certificate`);
+  }
   let publicUrl = env.HSMCA_PUBLIC_URL?.trim() || `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
   try {
     const u = new URL(publicUrl);

@@ -7,14 +7,20 @@ import { TokenService } from './auth/tokens';
 import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
 import { IssuanceService } from './ca/issuance';
 import { ProfileRegistry } from './ca/profiles';
-import { RevocationService } from './ca/revocation';
+import { REASON_NAMES, RevocationService } from './ca/revocation';
+import { CrlService, Debouncer } from './ca/crl-service';
+import { OcspResponder } from './ocsp/responder';
+import { ResponderCertificateManager } from './ocsp/responder-certificate';
+import { CrlStore } from './storage/crl-store';
+import { crlRoutes } from './http/routes/crl';
+import { ocspHandler } from './http/routes/ocsp';
 import { Clock, systemClock } from './clock';
 import { Config } from './config';
 import { StartupError } from './errors';
 import { openHsm } from './hsm/factory';
 import { Hsm, HsmError } from './hsm/hsm';
 import { InstrumentedHsm } from './hsm/instrumented';
-import { createApp } from './http/app';
+import { createApp, jsonBody } from './http/app';
 import { requireRole } from './http/auth';
 import { caRoutes } from './http/routes/ca';
 import { certificateRoutes } from './http/routes/certificates';
@@ -49,8 +55,15 @@ export interface Core {
   profiles: ProfileRegistry;
   issuance: IssuanceService;
   revocation: RevocationService;
+  crls: CrlService;
+  responders: ResponderCertificateManager;
+  ocsp: OcspResponder;
   close(): Promise<void>;
 }
+
+/** A burst of revocations makes one CRL, this long after the last of them. */
+export const CRL_DEBOUNCE_MS = 2000;
+const RESPONDER_CHECK_MS = 3600_000;
 
 /** Creates the data folder 0700, or refuses one that others can read. */
 export function prepareDataDir(dir: string): void {
@@ -110,7 +123,16 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
   } catch (e) {
     await db.close();
     if (e instanceof HsmError) {
-      const setting = config.hsm === 'soft' ? 'HSMCA_HSM_PIN' : e.code === 'wrongPin' ? 'HSMCA_PKCS11_PIN' : 'HSMCA_PKCS11_TOKEN_LABEL';
+      const setting =
+        config.hsm === 'soft'
+          ? e.code === 'storeTampered'
+            ? 'HSMCA_DATA_DIR'
+            : 'HSMCA_HSM_PIN'
+          : e.code === 'wrongPin'
+            ? 'HSMCA_PKCS11_PIN'
+            : e.code === 'hsmConfig' && /module/i.test(e.message)
+              ? 'HSMCA_PKCS11_MODULE'
+              : 'HSMCA_PKCS11_TOKEN_LABEL';
       throw new StartupError(`${setting}: ${e.message}`);
     }
     throw e;
@@ -154,9 +176,43 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
     });
     const revocation = new RevocationService({ store: certificates, clock });
     revocation.onRevoked((e) => {
-      metrics.certificatesRevoked.inc({ reason: String(e.reason) });
+      metrics.certificatesRevoked.inc({ reason: REASON_NAMES[e.reason] ?? String(e.reason) });
       log.info('certificate revoked', { serial: e.record.serial, reason: e.reason, by: e.by });
     });
+    const responders = new ResponderCertificateManager({
+      hsm,
+      store: caStore,
+      issuer: hierarchy.issuing,
+      clock,
+      log,
+      keyAlgorithm: config.keyAlgorithm,
+      caName: config.caName,
+      settings: { validityDays: 30, renewAtFraction: 1 / 3 },
+    });
+    await responders.ensureFresh();
+    const ocsp = new OcspResponder({
+      issuer: hierarchy.issuing,
+      responders,
+      certificates,
+      clock,
+      log,
+      settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000 },
+    });
+    const crls = new CrlService({
+      issuer: hierarchy.issuing,
+      certificates,
+      crls: new CrlStore(db),
+      clock,
+      log,
+      settings: {
+        validitySeconds: config.crlValiditySeconds,
+        retentionSeconds: config.crlRetentionSeconds,
+        crlUrl: links.crlUrl,
+        deltaCrlUrl: `${links.crlUrl}/delta`,
+      },
+      onGenerated: (kind) => metrics.crlGenerated.inc({ kind }),
+    });
+    await crls.init();
     return {
       config,
       clock,
@@ -173,6 +229,9 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       profiles,
       issuance,
       revocation,
+      crls,
+      responders,
+      ocsp,
       close: closeAll,
     };
   } catch (e) {
@@ -196,6 +255,19 @@ async function ensureFirstAdmin(config: Config, tokens: TokenService, store: Tok
   announce(token);
 }
 
+/** Token administration needs the database only: no HSM, no CA start-up. */
+export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenService; tokenStore: TokenStore; clock: Clock; close(): Promise<void> }> {
+  prepareDataDir(config.dataDir);
+  let db: Database;
+  try {
+    db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  } catch (e) {
+    throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
+  }
+  const tokenStore = new TokenStore(db);
+  return { tokens: new TokenService({ store: tokenStore, clock: systemClock }), tokenStore, clock: systemClock, close: () => db.close() };
+}
+
 export interface RunningService {
   core: Core;
   server: http.Server;
@@ -212,15 +284,17 @@ export function createHttpApp(core: Core) {
   return createApp({
     metrics,
     log: core.log,
-    maxBodyBytes: core.config.maxBodyBytes,
     routers: [
+      ocspHandler(core.ocsp, metrics),
       caRoutes(core.hierarchy),
+      crlRoutes(core.crls, adminOnly),
       certificateRoutes({
         issuance: core.issuance,
         revocation: core.revocation,
         store: core.certificates,
         anyRole,
         adminOnly,
+        json: jsonBody(core.config.maxBodyBytes),
       }),
     ],
     health: async () => {
@@ -245,6 +319,7 @@ export function createHttpApp(core: Core) {
 
 export async function startService(config: Config, opts: ServiceOptions = {}): Promise<RunningService> {
   const core = await openCore(config, opts);
+  const background = startBackground(core);
   const app = createHttpApp(core);
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, app);
   server.keepAliveTimeout = 5_000;
@@ -254,6 +329,7 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (e) {
+    background.stop();
     await core.close();
     throw new StartupError(`HSMCA_PORT: cannot listen on ${config.host}:${config.port}: ${(e as Error).message}`);
   }
@@ -268,7 +344,29 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      background.stop();
       await core.close();
     })());
   return { core, server, url, stop };
+}
+
+/**
+ * Background work of a serving CA: the CRL a few seconds after revocations
+ * and at least every HSMCA_CRL_REFRESH_SECONDS; the OCSP responder certificate
+ * renewed well before it expires.
+ */
+function startBackground(core: Core): { stop(): void } {
+  const crl = new Debouncer(() => core.crls.refresh(), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
+  crl.start();
+  core.revocation.onRevoked(() => crl.trigger());
+  const renew = setInterval(() => {
+    core.responders.ensureFresh().catch((e) => core.log.error('OCSP responder renewal failed', { error: (e as Error).message }));
+  }, RESPONDER_CHECK_MS);
+  renew.unref();
+  return {
+    stop() {
+      crl.stop();
+      clearInterval(renew);
+    },
+  };
 }

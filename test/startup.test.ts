@@ -24,6 +24,7 @@ describe('configuration', () => {
     [{ HSMCA_PUBLIC_URL: 'ftp://x' }, 'HSMCA_PUBLIC_URL'],
     [{ HSMCA_HSM_PIN: '123' }, 'HSMCA_HSM_PIN'],
     [{ HSMCA_CRL_REFRESH_SECONDS: '0' }, 'HSMCA_CRL_REFRESH_SECONDS'],
+    [{ HSMCA_HOST: '0.0.0.0' }, 'HSMCA_PUBLIC_URL'],
   ])('refuses %j naming %s', (env, setting) => {
     let err: unknown;
     try {

@@ -121,6 +121,9 @@ export class ProfileRegistry {
   private readonly profiles: ReadonlyMap<string, Profile>;
 
   constructor(extra: Record<string, ProfileSpec> = {}) {
+    for (const name of Object.keys(extra)) {
+      if (name in BUILTIN_PROFILES) throw new ConfigError(`HSMCA_CONFIG (profile "${name}")`, 'the built-in profiles tls-server and tls-client cannot be replaced');
+    }
     const all = new Map<string, Profile>();
     for (const [name, spec] of Object.entries({ ...BUILTIN_PROFILES, ...extra })) all.set(name, compileProfile(name, spec));
     this.profiles = all;

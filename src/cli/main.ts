@@ -1,6 +1,6 @@
 import { loadConfig } from '../config';
 import { ConfigError, StartupError, CaError } from '../errors';
-import { openCore, startService } from '../service';
+import { openCore, openTokenAdmin, startService } from '../service';
 import { parseArgs } from './args';
 
 const USAGE = `usage: hsmca <command>
@@ -72,7 +72,7 @@ async function token(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days']);
   const config = loadConfig();
-  const core = await openCore({ ...config, logLevel: 'warn' });
+  const core = await openTokenAdmin(config);
   try {
     switch (sub) {
       case 'create': {

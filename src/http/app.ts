@@ -7,7 +7,6 @@ import { errorHandler, notFoundHandler, sendError } from './errors';
 export interface AppParts {
   metrics: Metrics;
   log: Logger;
-  maxBodyBytes: number;
   /** routers mounted in order */
   routers: RequestHandler[];
   health: () => Promise<{ ok: boolean; body: Record<string, unknown> }>;
@@ -25,6 +24,11 @@ const securityHeaders: RequestHandler = (_req, res, next) => {
 
 function isLoopback(addr: string | undefined): boolean {
   return !!addr && (addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.'));
+}
+
+/** JSON bodies, read only after the token was checked (a stranger's bytes are not parsed). */
+export function jsonBody(maxBodyBytes: number): RequestHandler {
+  return express.json({ limit: maxBodyBytes, strict: true, type: () => true });
 }
 
 export function createApp(p: AppParts): express.Express {
@@ -46,7 +50,6 @@ export function createApp(p: AppParts): express.Express {
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
-  app.use('/api', express.json({ limit: p.maxBodyBytes, strict: true, type: () => true }));
 
   app.get('/healthz', async (_req, res) => {
     let h: { ok: boolean; body: Record<string, unknown> };

@@ -33,6 +33,19 @@ export interface Reservation {
 
 export class SerialCollision extends Error {}
 
+export interface SerialStatus {
+  notAfter: number;
+  revokedAt: number | null;
+  reason: number | null;
+}
+
+export interface RevokedRow {
+  serial: string;
+  revokedAt: number;
+  reason: number;
+  invalidityDate: number | null;
+}
+
 export interface ListQuery {
   status?: 'good' | 'revoked';
   requesterId?: string;
@@ -169,6 +182,58 @@ export class CertificateStore {
     } catch (e) {
       throw storageError(e);
     }
+  }
+
+  /** OCSP: the status of one serial, from the unique index; undefined when never issued. */
+  async status(serial: string): Promise<SerialStatus | undefined> {
+    try {
+      const row = await this.knex('certificates')
+        .where({ serial, state: 'issued' })
+        .first('not_after', 'revoked_at', 'revocation_reason');
+      if (!row) return undefined;
+      return {
+        notAfter: Number(row.not_after),
+        revokedAt: row.revoked_at == null ? null : Number(row.revoked_at),
+        reason: row.revocation_reason ?? null,
+      };
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  /**
+   * CRL entries, page by page (keyset pagination on id): never the whole list
+   * in memory. `expiredAfter` drops certificates that expired before it;
+   * `revokedSince` keeps only recent revocations (delta CRLs).
+   */
+  async *revokedPages(q: { expiredAfter: number; revokedSince?: number; pageSize?: number }): AsyncGenerator<RevokedRow[]> {
+    let after = 0;
+    const size = q.pageSize ?? 10000;
+    for (;;) {
+      let query = this.knex('certificates')
+        .where({ state: 'issued' })
+        .whereNotNull('revoked_at')
+        .andWhere('not_after', '>', q.expiredAfter)
+        .andWhere('id', '>', after);
+      if (q.revokedSince !== undefined) query = query.andWhere('revoked_at', '>=', q.revokedSince);
+      const rows = await query.orderBy('id', 'asc').limit(size).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
+      if (rows.length === 0) return;
+      after = Number(rows[rows.length - 1].id);
+      yield rows.map((r: Record<string, unknown>) => ({
+        serial: String(r.serial),
+        revokedAt: Number(r.revoked_at),
+        reason: (r.revocation_reason as number | null) ?? 0,
+        invalidityDate: r.invalidity_date == null ? null : Number(r.invalidity_date),
+      }));
+      if (rows.length < size) return;
+    }
+  }
+
+  async countRevoked(q: { expiredAfter: number; revokedSince?: number }): Promise<number> {
+    let query = this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('not_after', '>', q.expiredAfter);
+    if (q.revokedSince !== undefined) query = query.andWhere('revoked_at', '>=', q.revokedSince);
+    const r = await query.count<{ n: number | string }[]>({ n: '*' });
+    return Number(r[0].n);
   }
 
   async count(): Promise<number> {

@@ -8,6 +8,9 @@ import { CaError } from '../errors';
 // time or an id well inside Number's exact range.
 pgTypes.setTypeParser(20, (v) => Number(v));
 
+/** knex prints pool errors on its own; hsmca reports them through its errors instead. */
+const quietLog = { warn() {}, error() {}, deprecate() {}, debug() {} };
+
 export interface Database {
   knex: Knex;
   kind: 'sqlite' | 'postgres';
@@ -27,6 +30,7 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
     knex = knexFactory({
       client: 'pg',
       connection: opts.url,
+      log: quietLog,
       pool: { min: 0, max: 10 },
       acquireConnectionTimeout: 10000,
     });
@@ -36,6 +40,7 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
     knex = knexFactory({
       client: 'better-sqlite3',
       connection: { filename },
+      log: quietLog,
       useNullAsDefault: true,
       pool: {
         min: 1,

@@ -156,11 +156,20 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
 
 /** Runs a command and returns its exit status and both outputs, without throwing. */
 export function runStatus(cmd: string, args: string[], opts: { input?: string | Buffer; cwd?: string } = {}): { status: number; out: string } {
-  try {
-    const out = execFileSync(cmd, args, { input: opts.input, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] }).toString();
-    return { status: 0, out };
-  } catch (e) {
-    const err = e as { status: number; stdout?: Buffer; stderr?: Buffer };
-    return { status: err.status ?? 1, out: `${err.stdout?.toString() ?? ''}${err.stderr?.toString() ?? ''}` };
-  }
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+  const r = spawnSync(cmd, args, { input: opts.input, cwd: opts.cwd, timeout: 60000 });
+  return { status: r.status ?? 1, out: `${r.stdout?.toString() ?? ''}${r.stderr?.toString() ?? ''}` };
+}
+
+/**
+ * Like runStatus, but without blocking the event loop: for commands that talk
+ * to a server running inside the test process (openssl ocsp -url).
+ */
+export function runAsync(cmd: string, args: string[]): Promise<{ status: number; out: string }> {
+  const { execFile } = require('node:child_process') as typeof import('node:child_process');
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 30000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` });
+    });
+  });
 }

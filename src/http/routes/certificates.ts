@@ -15,6 +15,8 @@ export interface CertificateRoutesDeps {
   /** authentication middleware for admins and requesters, and for admins only */
   anyRole: RequestHandler;
   adminOnly: RequestHandler;
+  /** JSON body parser, placed after authentication */
+  json: RequestHandler;
   /** whether a requester may revoke what it was issued (token scope) */
   requesterMayRevoke?: (scope: unknown) => boolean;
 }
@@ -52,7 +54,7 @@ function decodeCursor(c: unknown): number | undefined {
 export function certificateRoutes(d: CertificateRoutesDeps): Router {
   const r = Router();
 
-  r.post('/api/v1/certificates', d.anyRole, async (req, res) => {
+  r.post('/api/v1/certificates', d.anyRole, d.json, async (req, res) => {
     const body = req.body;
     if (!body || typeof body !== 'object' || Array.isArray(body)) {
       throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object: {"csr": PEM, "profile": name, "validityDays": n}');
@@ -97,7 +99,7 @@ export function certificateRoutes(d: CertificateRoutesDeps): Router {
     res.json(recordJson(rec));
   });
 
-  r.post('/api/v1/certificates/:serial/revoke', d.anyRole, async (req, res) => {
+  r.post('/api/v1/certificates/:serial/revoke', d.anyRole, d.json, async (req, res) => {
     const p = principalOf(req);
     const body = req.body ?? {};
     if (typeof body !== 'object' || Array.isArray(body)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');

@@ -1,0 +1,204 @@
+import { createHash } from 'node:crypto';
+import { Clock } from '../clock';
+import { HsmError } from '../hsm/hsm';
+import { Logger } from '../log';
+import { CertificateStore, RevokedRow } from '../storage/certificate-store';
+import { CrlNumberTaken, CrlRecord, CrlStore } from '../storage/crl-store';
+import { buildCrl, RevokedEntry } from './crl-encoder';
+import { CaIdentity } from './hierarchy';
+import { hsmFailure } from './issuance';
+
+export interface CrlSettings {
+  /** nextUpdate = thisUpdate + this */
+  validitySeconds: number;
+  /** revoked certificates stay listed this long after they expire */
+  retentionSeconds: number;
+  /** the full CRL's URL (issuingDistributionPoint) and the delta CRL's (freshestCRL) */
+  crlUrl: string;
+  deltaCrlUrl: string;
+}
+
+/** A CRL as served: DER plus the validators HTTP caches use. */
+export interface ServedCrl {
+  record: CrlRecord;
+  etag: string;
+}
+
+const MAX_NUMBER_ATTEMPTS = 5;
+/** a delta lists revocations since its base was made, with this margin for clock steps */
+const DELTA_MARGIN_MS = 5_000;
+
+/**
+ * Builds, stores and serves the issuing CA's CRLs (RFC 5280 section 5): a full
+ * CRL with freshestCRL, and a delta CRL against the newest full one. CRLs are
+ * built in the background and served from the stored copy, never built on the
+ * request path.
+ */
+export class CrlService {
+  private full?: ServedCrl;
+  private delta?: ServedCrl;
+  private running?: Promise<CrlRecord>;
+  private again = false;
+
+  constructor(
+    private readonly deps: {
+      issuer: CaIdentity;
+      certificates: CertificateStore;
+      crls: CrlStore;
+      clock: Clock;
+      log: Logger;
+      settings: CrlSettings;
+      onGenerated?: (kind: 'full' | 'delta', r: CrlRecord) => void;
+    },
+  ) {}
+
+  /** Loads the stored CRLs; builds them when there are none or the stored ones are stale. */
+  async init(): Promise<void> {
+    await this.reload();
+    if (!this.full || !this.delta || this.full.record.nextUpdate <= this.deps.clock.now()) await this.refresh();
+  }
+
+  /** Picks up CRLs another process generated (several workers share one database). */
+  async reload(): Promise<void> {
+    const full = await this.deps.crls.latest('full');
+    if (full && (!this.full || full.crlNumber > this.full.record.crlNumber)) this.full = served(full);
+    const delta = await this.deps.crls.latest('delta');
+    if (delta && (!this.delta || delta.crlNumber > this.delta.record.crlNumber)) this.delta = served(delta);
+  }
+
+  current(kind: 'full' | 'delta'): ServedCrl | undefined {
+    return kind === 'full' ? this.full : this.delta;
+  }
+
+  /**
+   * Generates a new full CRL and a delta against it. Concurrent callers share
+   * one run; a call during a run schedules exactly one more, so a revocation
+   * made while a CRL is being built is never missed.
+   */
+  refresh(): Promise<CrlRecord> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    const run = async (): Promise<CrlRecord> => {
+      try {
+        let rec: CrlRecord;
+        do {
+          this.again = false;
+          rec = await this.generate();
+        } while (this.again);
+        return rec;
+      } finally {
+        this.running = undefined;
+      }
+    };
+    this.running = run();
+    return this.running;
+  }
+
+  private async generate(): Promise<CrlRecord> {
+    const { issuer, certificates, crls, clock, settings, log } = this.deps;
+    for (let attempt = 1; ; attempt++) {
+      const now = clock.now();
+      const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
+      const nextUpdate = new Date(thisUpdate.getTime() + settings.validitySeconds * 1000);
+      const expiredAfter = thisUpdate.getTime() - settings.retentionSeconds * 1000;
+      const fullNumber = await crls.nextNumber();
+      const common = {
+        issuerName: issuer.name,
+        authorityKeyId: issuer.keyId,
+        thisUpdate,
+        nextUpdate,
+        signer: issuer.signer,
+        issuingDistributionPoint: settings.crlUrl,
+      };
+      try {
+        const t0 = Date.now();
+        const fullCount = await certificates.countRevoked({ expiredAfter });
+        const fullDer = await this.sign(() =>
+          buildCrl({ ...common, crlNumber: fullNumber, freshestCrl: settings.deltaCrlUrl }, entries(certificates.revokedPages({ expiredAfter })), fullCount),
+        );
+        const full: CrlRecord = { kind: 'full', crlNumber: fullNumber, baseNumber: null, thisUpdate, nextUpdate, entries: fullCount, der: fullDer };
+        await crls.add(full);
+        // The delta names this full CRL as its base and lists what was revoked since it.
+        const revokedSince = thisUpdate.getTime() - DELTA_MARGIN_MS;
+        const deltaCount = await certificates.countRevoked({ expiredAfter, revokedSince });
+        const deltaDer = await this.sign(() =>
+          buildCrl({ ...common, crlNumber: fullNumber + 1n, deltaBaseCrlNumber: fullNumber }, entries(certificates.revokedPages({ expiredAfter, revokedSince })), deltaCount),
+        );
+        const delta: CrlRecord = { kind: 'delta', crlNumber: fullNumber + 1n, baseNumber: fullNumber, thisUpdate, nextUpdate, entries: deltaCount, der: deltaDer };
+        await crls.add(delta);
+        this.full = served(full);
+        this.delta = served(delta);
+        this.deps.onGenerated?.('full', full);
+        this.deps.onGenerated?.('delta', delta);
+        log.info('CRL generated', { crlNumber: String(fullNumber), entries: fullCount, deltaEntries: deltaCount, ms: Date.now() - t0 });
+        await crls.prune(10).catch(() => undefined);
+        return full;
+      } catch (e) {
+        if (e instanceof CrlNumberTaken && attempt < MAX_NUMBER_ATTEMPTS) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async sign(build: () => Promise<Buffer>): Promise<Buffer> {
+    try {
+      return await build();
+    } catch (e) {
+      throw e instanceof HsmError ? hsmFailure(e) : e;
+    }
+  }
+}
+
+function served(record: CrlRecord): ServedCrl {
+  return { record, etag: `"${record.kind}-${record.crlNumber}-${createHash('sha256').update(record.der).digest('base64url').slice(0, 16)}"` };
+}
+
+async function* entries(pages: AsyncIterable<RevokedRow[]>): AsyncGenerator<RevokedEntry[]> {
+  for await (const page of pages) {
+    yield page.map((r) => ({
+      serial: Buffer.from(r.serial.length % 2 ? '0' + r.serial : r.serial, 'hex'),
+      revokedAt: new Date(r.revokedAt),
+      reason: r.reason || undefined,
+      invalidityDate: r.invalidityDate === null ? undefined : new Date(r.invalidityDate),
+    }));
+  }
+}
+
+/**
+ * Runs a job a short while after the last of a burst of triggers (a burst of
+ * revocations makes one CRL), and at least every `everyMs`.
+ */
+export class Debouncer {
+  private timer?: NodeJS.Timeout;
+  private periodic?: NodeJS.Timeout;
+
+  constructor(
+    private readonly job: () => Promise<unknown>,
+    private readonly delayMs: number,
+    private readonly everyMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.periodic = setInterval(() => this.fire(), this.everyMs);
+    this.periodic.unref();
+  }
+
+  trigger(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.fire(), this.delayMs);
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.job().catch((e) => this.log.error('background job failed', { error: (e as Error).message }));
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.periodic) clearInterval(this.periodic);
+  }
+}

@@ -1,0 +1,119 @@
+import { Clock } from '../clock';
+import { StartupError } from '../errors';
+import { Hsm } from '../hsm/hsm';
+import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
+import { Logger } from '../log';
+import { CaStore } from '../storage/ca-store';
+import { OID } from '../asn1/oids';
+import * as der from '../asn1/der';
+import { caName, ext, keyIdentifier, randomSerial, readCertificate, serialHex, signCertificate, spkiKeyBits, tbsCertificate } from '../ca/certificate';
+import { CaIdentity, identity } from '../ca/hierarchy';
+import { extension } from '../ca/profiles';
+import type { ResponderIdentity } from './response';
+
+const DAY_MS = 86_400_000;
+
+export interface ResponderCertificateSettings {
+  /** lifetime of a delegated OCSP signing certificate */
+  validityDays: number;
+  /** renew when less than this fraction of the lifetime remains */
+  renewAtFraction: number;
+}
+
+/**
+ * The delegated OCSP signing certificate (RFC 6960 4.2.2.2): issued by the
+ * issuing CA with id-kp-OCSPSigning and id-pkix-ocsp-nocheck, short-lived, its
+ * key generated inside the HSM, renewed well before it expires. The issuing CA
+ * key itself signs only certificates and CRLs.
+ */
+export class ResponderCertificateManager {
+  private currentIdentity?: ResponderIdentity & { notAfter: Date; notBefore: Date; label: string };
+  private renewing?: Promise<void>;
+  private readonly listeners: (() => void)[] = [];
+
+  constructor(
+    private readonly deps: {
+      hsm: Hsm;
+      store: CaStore;
+      issuer: CaIdentity;
+      clock: Clock;
+      log: Logger;
+      keyAlgorithm: KeyAlgorithm;
+      caName: string;
+      settings: ResponderCertificateSettings;
+    },
+  ) {}
+
+  onRenewed(fn: () => void): void {
+    this.listeners.push(fn);
+  }
+
+  current(): ResponderIdentity & { label: string } {
+    if (!this.currentIdentity) throw new Error('the OCSP responder certificate is not loaded');
+    return this.currentIdentity;
+  }
+
+  /** Loads the stored responder certificate, or issues a new one when missing or due for renewal. */
+  ensureFresh(): Promise<void> {
+    return (this.renewing ??= this.doEnsure().finally(() => (this.renewing = undefined)));
+  }
+
+  private async doEnsure(): Promise<void> {
+    const { store, clock, settings } = this.deps;
+    if (!this.currentIdentity) {
+      const rec = await store.current('ocsp');
+      if (rec && readCertificate(rec.der).issuer.equals(this.deps.issuer.name)) {
+        try {
+          const id = await identity(this.deps, 'OCSP responder', rec.der, rec.keyLabel);
+          const c = readCertificate(rec.der);
+          this.currentIdentity = { signer: id.signer, certificate: rec.der, notAfter: c.notAfter, notBefore: c.notBefore, label: rec.keyLabel };
+        } catch (e) {
+          // The responder certificate is disposable: a lost or mismatched key gets a new one.
+          if (!(e instanceof StartupError)) throw e;
+          this.deps.log.warn('the OCSP responder key is missing or mismatched; issuing a new responder certificate', { keyLabel: rec.keyLabel });
+        }
+      }
+    }
+    const now = clock.now().getTime();
+    const cur = this.currentIdentity;
+    if (cur) {
+      const lifetime = cur.notAfter.getTime() - cur.notBefore.getTime();
+      if (cur.notAfter.getTime() - now > lifetime * settings.renewAtFraction) return;
+    }
+    await this.issue();
+    for (const l of this.listeners) l();
+  }
+
+  private async issue(): Promise<void> {
+    const { hsm, issuer, clock, log, settings, store } = this.deps;
+    const now = clock.now();
+    const label = `hsmca-ocsp-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+    const key = (await hsm.getKey(label)) ?? (await hsm.generateKey(label, this.deps.keyAlgorithm));
+    const notBefore = new Date(Math.floor((now.getTime() - 60_000) / 1000) * 1000);
+    let notAfter = new Date(notBefore.getTime() + settings.validityDays * DAY_MS);
+    if (notAfter > issuer.notAfter) notAfter = issuer.notAfter;
+    const serial = randomSerial();
+    const tbs = tbsCertificate({
+      serial,
+      signatureAlgorithm: keyAlgorithmInfo(issuer.signer.algorithm).signatureAlgorithm,
+      issuer: issuer.name,
+      notBefore,
+      notAfter,
+      subject: caName(`${this.deps.caName} OCSP Responder ${now.toISOString().slice(0, 10)}`, this.deps.caName),
+      spki: key.publicKey,
+      extensions: [
+        ext.basicConstraintsEndEntity,
+        extension(OID.keyUsage, true, der.namedBits([0])),
+        ext.extKeyUsage([OID.ocspSigning]),
+        ext.ocspNoCheck,
+        ext.subjectKeyIdentifier(keyIdentifier(spkiKeyBits(key.publicKey))),
+        ext.authorityKeyIdentifier(issuer.keyId),
+      ],
+    });
+    const certificate = await signCertificate(tbs, issuer.signer);
+    await store.add({ role: 'ocsp', keyLabel: label, serial: serialHex(serial), der: certificate, notAfter, createdAt: now });
+    const signer = await hsm.signer(label);
+    this.currentIdentity = { signer, certificate, notAfter, notBefore, label };
+    log.info('issued a new OCSP responder certificate', { keyLabel: label, serial: serialHex(serial), notAfter: notAfter.toISOString() });
+  }
+}
