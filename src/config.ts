@@ -28,6 +28,9 @@ export interface Config {
   caName: string;
   /** largest accepted request body */
   maxBodyBytes: number;
+  /** issuance requests a minute per token and per client address (0: no limit) */
+  issueRatePerToken: number;
+  issueRatePerAddress: number;
   /** extra profiles from the config file */
   profiles: Record<string, ProfileSpec>;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -136,6 +139,8 @@ export function loadConfig(env: Env = process.env): Config {
     ocspValiditySeconds: intSetting(env, 'HSMCA_OCSP_VALIDITY_SECONDS', 3600, 60, 7 * 86400),
     caName: env.HSMCA_CA_NAME?.trim() || 'hsmca',
     maxBodyBytes: intSetting(env, 'HSMCA_MAX_BODY_BYTES', 128 * 1024, 1024, 16 * 1024 * 1024),
+    issueRatePerToken: intSetting(env, 'HSMCA_ISSUE_RATE_PER_TOKEN', 600, 0, 10_000_000),
+    issueRatePerAddress: intSetting(env, 'HSMCA_ISSUE_RATE_PER_ADDRESS', 1200, 0, 10_000_000),
     profiles,
     logLevel,
   };

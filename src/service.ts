@@ -21,6 +21,9 @@ import { openHsm } from './hsm/factory';
 import { Hsm, HsmError } from './hsm/hsm';
 import { InstrumentedHsm } from './hsm/instrumented';
 import { createApp, jsonBody } from './http/app';
+import { issuanceRateLimit } from './http/rate-limit';
+import { tokenRoutes } from './http/routes/tokens';
+import { scopeAllowsRevoke, scopePolicy } from './auth/scope';
 import { requireRole } from './http/auth';
 import { caRoutes } from './http/routes/ca';
 import { certificateRoutes } from './http/routes/certificates';
@@ -169,6 +172,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       profiles,
       clock,
       log,
+      policy: scopePolicy,
       hooks: {
         issued: (e) => metrics.certificatesIssued.inc({ profile: e.profile }),
         refused: (e) => metrics.issuanceRefused.inc({ code: e.error.code }),
@@ -281,6 +285,7 @@ export function createHttpApp(core: Core) {
   const hooks = { failed: () => metrics.authFailures.inc() };
   const anyRole = requireRole(tokens, ['admin', 'requester'], hooks);
   const adminOnly = requireRole(tokens, ['admin'], hooks);
+  const json = jsonBody(core.config.maxBodyBytes);
   return createApp({
     metrics,
     log: core.log,
@@ -294,8 +299,11 @@ export function createHttpApp(core: Core) {
         store: core.certificates,
         anyRole,
         adminOnly,
-        json: jsonBody(core.config.maxBodyBytes),
+        json,
+        issueLimit: issuanceRateLimit({ perToken: core.config.issueRatePerToken, perAddress: core.config.issueRatePerAddress }),
+        requesterMayRevoke: scopeAllowsRevoke,
       }),
+      tokenRoutes(core.tokens, adminOnly, json),
     ],
     health: async () => {
       let database = 'ok';

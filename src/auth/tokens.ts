@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Clock } from '../clock';
 import { CaError } from '../errors';
 import { Role, TokenRecord, TokenStore } from '../storage/token-store';
+import { parseScope } from './scope';
 
 export const ROLES: Role[] = ['admin', 'requester'];
 
@@ -22,8 +23,16 @@ export const hashToken = (token: string): string => createHash('sha256').update(
 export class TokenService {
   constructor(private readonly deps: { store: TokenStore; clock: Clock }) {}
 
-  async create(opts: { role: string; name: string; token?: string; expiresAt?: Date | null; scope?: unknown }): Promise<{ token: string; record: TokenRecord }> {
+  private readonly listeners: ((e: { kind: 'created' | 'revoked'; record: TokenRecord; by: string }) => void)[] = [];
+
+  onChange(fn: (e: { kind: 'created' | 'revoked'; record: TokenRecord; by: string }) => void): void {
+    this.listeners.push(fn);
+  }
+
+  async create(opts: { role: unknown; name: string; token?: string; expiresAt?: Date | null; scope?: unknown; by?: string }): Promise<{ token: string; record: TokenRecord }> {
     if (!ROLES.includes(opts.role as Role)) throw new CaError('badRequest', 'invalidRole', `role must be one of ${ROLES.join(', ')}`);
+    const scope = parseScope(opts.scope);
+    if (scope && opts.role === 'admin') throw new CaError('badRequest', 'invalidScope', 'admin tokens cannot be scoped');
     const name = (opts.name ?? '').trim();
     if (!name || name.length > 128) throw new CaError('badRequest', 'invalidName', 'a token name is 1 to 128 characters');
     const token = opts.token ?? randomBytes(32).toString('hex');
@@ -32,13 +41,27 @@ export class TokenService {
       name,
       role: opts.role as Role,
       hash: hashToken(token),
-      scope: opts.scope ?? null,
+      scope,
       createdAt: this.deps.clock.now(),
       expiresAt: opts.expiresAt ?? null,
       revokedAt: null,
     };
     await this.deps.store.add(record);
+    for (const l of this.listeners) l({ kind: 'created', record, by: opts.by ?? 'cli' });
     return { token, record };
+  }
+
+  list(): Promise<TokenRecord[]> {
+    return this.deps.store.list();
+  }
+
+  async revoke(id: string, by: string): Promise<TokenRecord> {
+    const ok = await this.deps.store.revoke(id, this.deps.clock.now());
+    const rec = (await this.deps.store.list()).find((t) => t.id === id);
+    if (!rec) throw new CaError('notFound', 'tokenNotFound', `no token with id ${id.slice(0, 40)}`);
+    if (!ok) throw new CaError('conflict', 'alreadyRevoked', `token ${id} is already revoked`);
+    for (const l of this.listeners) l({ kind: 'revoked', record: rec, by });
+    return rec;
   }
 
   /** The token's holder, or 401 for a missing, unknown, revoked or expired token. */

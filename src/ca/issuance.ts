@@ -22,6 +22,8 @@ export interface Principal {
   tokenId: string;
   name: string;
   role: 'admin' | 'requester';
+  /** the token's scope (names, profiles, validity), checked by the issuance policy */
+  scope?: unknown;
 }
 
 export interface IssueResponse {

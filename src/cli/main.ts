@@ -7,8 +7,11 @@ const USAGE = `usage: hsmca <command>
 
   serve                                  initialise on first start, then serve the CA
   init                                   initialise the data folder, database, HSM keys and CA certificates
-  token create --role ROLE --name NAME [--expires-days N]
-                                         create a bearer token (admin or requester), printed once
+  token create --role ROLE --name NAME [--expires-days N] [--names P,P] [--profiles P,P]
+               [--max-validity-days N] [--can-revoke]
+                                         create a bearer token (admin or requester), printed once;
+                                         a requester token can be limited to name patterns
+                                         (*.svc.internal, 10.0.0.0/8), profiles and a validity
   token list                             list tokens (never the tokens themselves)
   token revoke ID                        revoke a token
 
@@ -70,7 +73,7 @@ async function serve(): Promise<number> {
 
 async function token(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days']);
+  const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days', 'names', 'profiles', 'max-validity-days'], ['can-revoke']);
   const config = loadConfig();
   const core = await openTokenAdmin(config);
   try {
@@ -83,7 +86,13 @@ async function token(argv: string[]): Promise<number> {
           if (!Number.isInteger(d) || d < 1) throw new CaError('badRequest', 'usage', '--expires-days must be a whole number of days');
           expiresAt = new Date(core.clock.now().getTime() + d * 86400_000);
         }
-        const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt });
+        const list = (v?: string) => (v === undefined ? undefined : v.split(',').map((x) => x.trim()).filter(Boolean));
+        const scope: Record<string, unknown> = {};
+        if (args.names) scope.names = list(args.names);
+        if (args.profiles) scope.profiles = list(args.profiles);
+        if (args['max-validity-days']) scope.maxValidityDays = Number(args['max-validity-days']);
+        if (args['can-revoke']) scope.canRevoke = true;
+        const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined });
         process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
         process.stdout.write(token + '\n');
         return 0;
@@ -98,7 +107,7 @@ async function token(argv: string[]): Promise<number> {
       case 'revoke': {
         const id = positional[0];
         if (!id) throw new CaError('badRequest', 'usage', 'usage: hsmca token revoke ID');
-        if (!(await core.tokenStore.revoke(id, core.clock.now()))) throw new CaError('notFound', 'tokenNotFound', `no active token with id ${id}`);
+        await core.tokens.revoke(id, 'cli');
         process.stdout.write(`hsmca: revoked token ${id}\n`);
         return 0;
       }

@@ -17,6 +17,8 @@ export interface CertificateRoutesDeps {
   adminOnly: RequestHandler;
   /** JSON body parser, placed after authentication */
   json: RequestHandler;
+  /** issuance rate limits */
+  issueLimit: RequestHandler;
   /** whether a requester may revoke what it was issued (token scope) */
   requesterMayRevoke?: (scope: unknown) => boolean;
 }
@@ -54,13 +56,13 @@ function decodeCursor(c: unknown): number | undefined {
 export function certificateRoutes(d: CertificateRoutesDeps): Router {
   const r = Router();
 
-  r.post('/api/v1/certificates', d.anyRole, d.json, async (req, res) => {
+  r.post('/api/v1/certificates', d.anyRole, d.issueLimit, d.json, async (req, res) => {
     const body = req.body;
     if (!body || typeof body !== 'object' || Array.isArray(body)) {
       throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object: {"csr": PEM, "profile": name, "validityDays": n}');
     }
     const p = principalOf(req);
-    const out = await d.issuance.issue(body, { tokenId: p.id, name: p.name, role: p.role });
+    const out = await d.issuance.issue(body, { tokenId: p.id, name: p.name, role: p.role, scope: p.scope });
     res.status(201).json(out);
   });
 
