@@ -68,7 +68,7 @@ describe.each(backends())('crash safety under SIGKILL ($name)', (backend) => {
                   body: JSON.stringify({ csr: csrs[(w + i) % csrs.length] }),
                 });
                 if (r.status === 201) {
-                  const b = await r.json();
+                  const b = (await r.json()) as any;
                   expect(received.has(b.serialNumber)).toBe(false);
                   received.set(b.serialNumber, b.certificate);
                 }
@@ -102,7 +102,7 @@ async function verify(url: string, token: string, received: Map<string, string>,
   for (const [serial, pem] of received) {
     const r = await fetch(`${url}/api/v1/certificates/${serial}`, { headers: h });
     expect(r.status).toBe(200);
-    const b = await r.json();
+    const b = (await r.json()) as any;
     expect(new X509Certificate(b.certificate).raw.equals(new X509Certificate(pem).raw)).toBe(true);
     if (revoked.has(serial)) {
       expect(b.status).toBe('revoked');
@@ -114,7 +114,7 @@ async function verify(url: string, token: string, received: Map<string, string>,
   let cursor: string | null = null;
   do {
     const r: Response = await fetch(`${url}/api/v1/certificates?limit=500${cursor ? `&cursor=${cursor}` : ''}`, { headers: h });
-    const b = await r.json();
+    const b = (await r.json()) as any;
     for (const item of b.items) {
       expect(seen.has(item.serialNumber)).toBe(false);
       seen.add(item.serialNumber);

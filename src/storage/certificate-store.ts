@@ -33,6 +33,55 @@ export interface Reservation {
 
 export class SerialCollision extends Error {}
 
+interface ReserveWrite {
+  kind: 'reserve';
+  r: Reservation;
+}
+interface CompleteWrite {
+  kind: 'complete';
+  serial: string;
+  der: Buffer;
+}
+type IssuanceWrite = ReserveWrite | CompleteWrite;
+
+/**
+ * Collects operations submitted while a flush is running and hands them to
+ * `flush` together; each submitter learns its own outcome.
+ */
+export class WriteBatch<T> {
+  private queue: { op: T; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private running = false;
+
+  constructor(
+    private readonly flush: (ops: T[]) => Promise<(Error | undefined)[]>,
+    private readonly maxBatch = 512,
+  ) {}
+
+  submit(op: T): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ op, resolve, reject });
+      if (!this.running) {
+        this.running = true;
+        setImmediate(() => void this.drain());
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length) {
+      const items = this.queue.splice(0, this.maxBatch);
+      let results: (Error | undefined)[];
+      try {
+        results = await this.flush(items.map((i) => i.op));
+      } catch (e) {
+        results = items.map(() => e as Error);
+      }
+      items.forEach((item, i) => (results[i] ? item.reject(results[i]!) : item.resolve()));
+    }
+    this.running = false;
+  }
+}
+
 export interface SerialStatus {
   notAfter: number;
   revokedAt: number | null;
@@ -105,35 +154,66 @@ export class CertificateStore {
   // ------------------------------------------------------------ write side
 
   /** Records the serial before signing; SerialCollision when it exists already. */
-  async reserve(r: Reservation): Promise<void> {
-    try {
-      await this.knex('certificates').insert({
-        serial: r.serial,
-        state: 'pending',
-        profile: r.profile,
-        subject: r.subject,
-        sans: JSON.stringify(r.sans),
-        not_before: r.notBefore.getTime(),
-        not_after: r.notAfter.getTime(),
-        requester_id: r.requesterId,
-        created_at: r.createdAt.getTime(),
-      });
-    } catch (e) {
-      if (isUniqueViolation(e)) throw new SerialCollision(r.serial);
-      throw storageError(e);
-    }
+  reserve(r: Reservation): Promise<void> {
+    return this.batch.submit({ kind: 'reserve', r });
   }
 
   /** Stores the signed certificate; only after this commits may it reach a client. */
-  async complete(serial: string, der: Buffer): Promise<void> {
-    let n: number;
-    try {
-      n = await this.knex('certificates').where({ serial, state: 'pending' }).update({ state: 'issued', der });
-    } catch (e) {
-      throw storageError(e);
-    }
-    if (n !== 1) throw new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+  complete(serial: string, der: Buffer): Promise<void> {
+    return this.batch.submit({ kind: 'complete', serial, der });
   }
+
+  private reservationRow(r: Reservation) {
+    return {
+      serial: r.serial,
+      state: 'pending',
+      profile: r.profile,
+      subject: r.subject,
+      sans: JSON.stringify(r.sans),
+      not_before: r.notBefore.getTime(),
+      not_after: r.notAfter.getTime(),
+      requester_id: r.requesterId,
+      created_at: r.createdAt.getTime(),
+    };
+  }
+
+  /**
+   * Group commit: the writes of concurrent issuances that arrive while a
+   * commit is in flight go into the next transaction together, so durability
+   * costs one fsync per batch rather than one per certificate.
+   */
+  private readonly batch = new WriteBatch<IssuanceWrite>(async (ops) => {
+    const results: (Error | undefined)[] = ops.map(() => undefined);
+    const run = async (trx: Knex.Transaction, subset: number[]) => {
+      const reserves = subset.filter((i) => ops[i].kind === 'reserve');
+      if (reserves.length) {
+        await trx('certificates').insert(reserves.map((i) => this.reservationRow((ops[i] as ReserveWrite).r)));
+      }
+      for (const i of subset) {
+        const op = ops[i];
+        if (op.kind !== 'complete') continue;
+        const n = await trx('certificates').where({ serial: op.serial, state: 'pending' }).update({ state: 'issued', der: op.der });
+        if (n !== 1) results[i] = new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+      }
+    };
+    const all = ops.map((_, i) => i);
+    try {
+      await this.knex.transaction((trx) => run(trx, all));
+      return results;
+    } catch (e) {
+      if (!isUniqueViolation(e)) return ops.map(() => storageError(e));
+    }
+    // A serial collided somewhere in the batch: write each on its own to find it.
+    for (const i of all) {
+      try {
+        await this.knex.transaction((trx) => run(trx, [i]));
+      } catch (e) {
+        const op = ops[i];
+        results[i] = isUniqueViolation(e) && op.kind === 'reserve' ? new SerialCollision(op.r.serial) : storageError(e);
+      }
+    }
+    return results;
+  });
 
   /** Marks a reservation whose signing failed, so it is never mistaken for a certificate. */
   async abandon(serial: string): Promise<void> {
