@@ -21,7 +21,7 @@ function newest(dir) {
 
 function buildIfNeeded() {
   const marker = path.join(root, 'dist', 'src', 'cli', 'main.js');
-  const srcTime = Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'migrations')), newest(path.join(root, 'bench')));
+  const srcTime = Math.max(newest(path.join(root, 'src')), newest(path.join(root, 'migrations')));
   if (fs.existsSync(marker) && fs.statSync(marker).mtimeMs >= srcTime) return;
   process.stderr.write('hsmca: building (tsc)...\n');
   const tsc = require.resolve('typescript/bin/tsc', { paths: [root] });

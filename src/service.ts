@@ -13,7 +13,7 @@ import { OcspResponder } from './ocsp/responder';
 import { ResponderCertificateManager } from './ocsp/responder-certificate';
 import { CrlStore } from './storage/crl-store';
 import { crlRoutes } from './http/routes/crl';
-import { ocspHandler } from './http/routes/ocsp';
+import { ocspHttpHandler } from './http/routes/ocsp';
 import { Clock, systemClock } from './clock';
 import { Config } from './config';
 import { StartupError } from './errors';
@@ -290,7 +290,6 @@ export function createHttpApp(core: Core) {
     metrics,
     log: core.log,
     routers: [
-      ocspHandler(core.ocsp, metrics),
       caRoutes(core.hierarchy),
       crlRoutes(core.crls, adminOnly),
       certificateRoutes({
@@ -329,7 +328,10 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
   const core = await openCore(config, opts);
   const background = startBackground(core);
   const app = createHttpApp(core);
-  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, app);
+  const ocsp = ocspHttpHandler(core.ocsp, core.metrics);
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
+    if (!ocsp(req, res)) app(req, res);
+  });
   server.keepAliveTimeout = 5_000;
   try {
     await new Promise<void>((resolve, reject) => {

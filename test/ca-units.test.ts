@@ -108,9 +108,9 @@ describe('profiles', () => {
     ['tls-client', { sans: 'IP:10.0.0.1' }, 'sanTypeNotAllowed'],
     ['tls-client', { sans: 'email:not-an-email' }, 'invalidEmail'],
     ['tls-client', {}, 'nameRequired'],
-  ])('%s with %j -> %s', (profile, o, code) => {
+  ])('%s with %j -> %s', async (profile, o, code) => {
     const p = reg.get(profile)!;
-    const c = csr(o);
+    const c = await csr(o);
     if (code === null) {
       const sans = applyProfile(c, p);
       expect(sans.dns.every((d) => d === d.toLowerCase())).toBe(true);

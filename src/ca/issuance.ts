@@ -94,7 +94,7 @@ export class IssuanceService {
 
   async issue(req: IssueRequest, principal: Principal): Promise<IssueResponse> {
     try {
-      const csr = parseCsr(csrFromPem(req.csr));
+      const csr = await parseCsr(csrFromPem(req.csr));
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);

@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { CaError } from '../errors';
 import { Database, isUniqueViolation, storageError } from './database';
+import { SqliteWriteThread, WriterOp, WriterResult } from './sqlite-writer';
 import type { Sans } from '../ca/csr';
 
 /** A certificate as the API and the status services see it. */
@@ -147,8 +148,19 @@ export type RevokeOutcome = { kind: 'revoked'; record: CertificateRecord } | { k
 export class CertificateStore {
   private readonly knex: Knex;
 
+  private readonly writer?: SqliteWriteThread;
+  private readonly pg: boolean;
+  private readonly statusStmt?: { get(...p: unknown[]): unknown };
+  private readonly getStmt?: { get(...p: unknown[]): unknown };
+
   constructor(db: Database) {
     this.knex = db.knex;
+    this.writer = db.writer;
+    this.pg = db.kind === 'postgres';
+    if (db.reader) {
+      this.statusStmt = db.reader.prepare(`SELECT not_after, revoked_at, revocation_reason FROM certificates WHERE serial = ? AND state = 'issued'`);
+      this.getStmt = db.reader.prepare(`SELECT * FROM certificates WHERE serial = ? AND state = 'issued'`);
+    }
   }
 
   // ------------------------------------------------------------ write side
@@ -182,7 +194,31 @@ export class CertificateStore {
    * commit is in flight go into the next transaction together, so durability
    * costs one fsync per batch rather than one per certificate.
    */
-  private readonly batch = new WriteBatch<IssuanceWrite>(async (ops) => {
+  private readonly batch = new WriteBatch<IssuanceWrite>((ops) => (this.writer ? this.flushToThread(ops) : this.flushWithKnex(ops)));
+
+  private async flushToThread(ops: IssuanceWrite[]): Promise<(Error | undefined)[]> {
+    let results: WriterResult[];
+    try {
+      results = await this.writer!.run(
+        ops.map((op): WriterOp => {
+          if (op.kind === 'complete') return { kind: 'complete', serial: op.serial, der: op.der };
+          const r = this.reservationRow(op.r);
+          return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at] };
+        }),
+      );
+    } catch (e) {
+      return ops.map(() => storageError(e));
+    }
+    return results.map((r, i) => {
+      if (r === null) return undefined;
+      const op = ops[i];
+      if (r.code === 'unique' && op.kind === 'reserve') return new SerialCollision(op.r.serial);
+      if (r.code === 'missing') return new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+      return storageError(new Error(r.message));
+    });
+  }
+
+  private flushWithKnex = async (ops: IssuanceWrite[]): Promise<(Error | undefined)[]> => {
     const results: (Error | undefined)[] = ops.map(() => undefined);
     const run = async (trx: Knex.Transaction, subset: number[]) => {
       const reserves = subset.filter((i) => ops[i].kind === 'reserve');
@@ -197,8 +233,14 @@ export class CertificateStore {
       }
     };
     const all = ops.map((_, i) => i);
+    // Reservations need to be visible, not durable (nothing was answered yet); a
+    // batch that stores a certificate commits synchronously.
+    const durable = ops.some((op) => op.kind === 'complete');
     try {
-      await this.knex.transaction((trx) => run(trx, all));
+      await this.knex.transaction(async (trx) => {
+        if (!durable && this.pg) await trx.raw('SET LOCAL synchronous_commit = off');
+        await run(trx, all);
+      });
       return results;
     } catch (e) {
       if (!isUniqueViolation(e)) return ops.map(() => storageError(e));
@@ -213,7 +255,7 @@ export class CertificateStore {
       }
     }
     return results;
-  });
+  };
 
   /** Marks a reservation whose signing failed, so it is never mistaken for a certificate. */
   async abandon(serial: string): Promise<void> {
@@ -240,7 +282,9 @@ export class CertificateStore {
 
   async get(serial: string): Promise<CertificateRecord | undefined> {
     try {
-      const row = await this.knex<Row>('certificates').where({ serial, state: 'issued' }).first();
+      const row = this.getStmt
+        ? (this.getStmt.get(serial) as Row | undefined)
+        : await this.knex<Row>('certificates').where({ serial, state: 'issued' }).first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);
@@ -267,9 +311,11 @@ export class CertificateStore {
   /** OCSP: the status of one serial, from the unique index; undefined when never issued. */
   async status(serial: string): Promise<SerialStatus | undefined> {
     try {
-      const row = await this.knex('certificates')
-        .where({ serial, state: 'issued' })
-        .first('not_after', 'revoked_at', 'revocation_reason');
+      const row = (
+        this.statusStmt
+          ? this.statusStmt.get(serial)
+          : await this.knex('certificates').where({ serial, state: 'issued' }).first('not_after', 'revoked_at', 'revocation_reason')
+      ) as { not_after: number; revoked_at: number | null; revocation_reason: number | null } | undefined;
       if (!row) return undefined;
       return {
         notAfter: Number(row.not_after),

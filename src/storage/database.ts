@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { types as pgTypes } from 'pg';
 import { migrationSource } from '../../migrations';
 import { CaError } from '../errors';
+import { SqliteWriteThread } from './sqlite-writer';
 
 // PostgreSQL returns bigint as text; every bigint here is an epoch-millisecond
 // time or an id well inside Number's exact range.
@@ -11,9 +12,19 @@ pgTypes.setTypeParser(20, (v) => Number(v));
 /** knex prints pool errors on its own; hsmca reports them through its errors instead. */
 const quietLog = { warn() {}, error() {}, deprecate() {}, debug() {} };
 
+/** A read-only better-sqlite3 connection for hot lookups (OCSP, tokens): no pool, no promises. */
+export interface SqliteReader {
+  prepare(sql: string): { get(...params: unknown[]): unknown };
+  close(): void;
+}
+
 export interface Database {
   knex: Knex;
   kind: 'sqlite' | 'postgres';
+  /** SQLite only: a second, read-only connection (WAL lets it read while the writer writes) */
+  reader?: SqliteReader;
+  /** SQLite only: the thread that commits issuance writes */
+  writer?: SqliteWriteThread;
   close(): Promise<void>;
   ping(): Promise<void>;
 }
@@ -25,6 +36,7 @@ export interface Database {
 export async function openDatabase(opts: { url?: string; dataDir: string }): Promise<Database> {
   let knex: Knex;
   let kind: Database['kind'];
+  let filename: string | undefined;
   if (opts.url && /^postgres(ql)?:/.test(opts.url)) {
     kind = 'postgres';
     knex = knexFactory({
@@ -36,7 +48,7 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
     });
   } else {
     kind = 'sqlite';
-    const filename = opts.url?.startsWith('sqlite:') ? opts.url.slice('sqlite:'.length) : path.join(opts.dataDir, 'hsmca.db');
+    filename = opts.url?.startsWith('sqlite:') ? opts.url.slice('sqlite:'.length) : path.join(opts.dataDir, 'hsmca.db');
     knex = knexFactory({
       client: 'better-sqlite3',
       connection: { filename },
@@ -66,10 +78,26 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
     await knex.destroy().catch(() => undefined);
     throw new Error(`cannot open the ${kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database: ${(e as Error).message}`);
   }
+  let reader: SqliteReader | undefined;
+  let writer: SqliteWriteThread | undefined;
+  if (kind === 'sqlite') {
+    writer = new SqliteWriteThread(filename!);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const BetterSqlite = require('better-sqlite3') as new (f: string, o: object) => SqliteReader & { pragma(s: string): unknown };
+    const r = new BetterSqlite(filename!, { readonly: true, fileMustExist: true });
+    r.pragma('busy_timeout = 10000');
+    reader = r;
+  }
   return {
     knex,
     kind,
-    close: () => knex.destroy(),
+    reader,
+    writer,
+    close: async () => {
+      reader?.close();
+      await writer?.close();
+      await knex.destroy();
+    },
     ping: async () => {
       await knex.raw('select 1');
     },

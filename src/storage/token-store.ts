@@ -17,8 +17,11 @@ export interface TokenRecord {
 export class TokenStore {
   private readonly knex: Knex;
 
+  private readonly byHash?: { get(...p: unknown[]): unknown };
+
   constructor(db: Database) {
     this.knex = db.knex;
+    this.byHash = db.reader?.prepare('SELECT * FROM tokens WHERE hash = ?');
   }
 
   async add(t: TokenRecord): Promise<void> {
@@ -40,7 +43,7 @@ export class TokenStore {
 
   async findByHash(hash: string): Promise<TokenRecord | undefined> {
     try {
-      const row = await this.knex('tokens').where({ hash }).first();
+      const row = this.byHash ? (this.byHash.get(hash) as Record<string, unknown> | undefined) : await this.knex('tokens').where({ hash }).first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);

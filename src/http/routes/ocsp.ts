@@ -1,4 +1,4 @@
-import type { Request, Response, RequestHandler } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Metrics } from '../../metrics';
 import { ocspErrorResponse } from '../../ocsp/response';
 import { OcspAnswer, OcspSource } from '../../ocsp/responder';
@@ -6,15 +6,23 @@ import { OcspAnswer, OcspSource } from '../../ocsp/responder';
 /** An OCSP request is a few hundred bytes; anything past this is not one. */
 const MAX_OCSP_REQUEST = 16 * 1024;
 const MALFORMED = ocspErrorResponse('malformedRequest');
+const TRY_LATER = ocspErrorResponse('tryLater');
 
-function send(req: Request, res: Response, a: OcspAnswer, metrics: Metrics, cacheable: boolean): void {
+/** The same security headers as the rest of the service, written without a framework. */
+const BASE_HEADERS: [string, string][] = [
+  ['Content-Type', 'application/ocsp-response'],
+  ['X-Content-Type-Options', 'nosniff'],
+  ['X-Frame-Options', 'DENY'],
+  ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"],
+  ['Referrer-Policy', 'no-referrer'],
+];
+
+function send(req: IncomingMessage, res: ServerResponse, a: OcspAnswer, metrics: Metrics, cacheable: boolean): void {
   metrics.ocspResponses.inc({ outcome: a.outcome });
-  for (const s of a.statuses ?? []) metrics.ocspResponses.inc({ outcome: a.outcome, status: s });
-  res.setHeader('Content-Type', 'application/ocsp-response');
+  for (const [k, v] of BASE_HEADERS) res.setHeader(k, v);
   if (cacheable && a.cache) {
     // RFC 5019 section 6: caches may keep the response until nextUpdate.
-    const now = Date.now();
-    const maxAge = Math.max(0, Math.floor((a.cache.nextUpdate.getTime() - now) / 1000));
+    const maxAge = Math.max(0, Math.floor((a.cache.nextUpdate.getTime() - Date.now()) / 1000));
     res.setHeader('Cache-Control', `max-age=${maxAge}, public, no-transform, must-revalidate`);
     res.setHeader('Last-Modified', a.cache.thisUpdate.toUTCString());
     res.setHeader('Expires', a.cache.nextUpdate.toUTCString());
@@ -26,59 +34,64 @@ function send(req: Request, res: Response, a: OcspAnswer, metrics: Metrics, cach
         ? inm.split(',').some((t) => t.trim() === a.cache!.etag || t.trim() === '*')
         : ims !== undefined && !isNaN(Date.parse(ims)) && Date.parse(ims) >= a.cache.thisUpdate.getTime();
     if (notModified) {
-      res.status(304).end();
+      res.statusCode = 304;
+      res.end();
       return;
     }
   } else {
     res.setHeader('Cache-Control', 'no-cache, no-store');
   }
-  res.status(200).end(a.body);
+  res.statusCode = 200;
+  res.setHeader('Content-Length', a.body.length);
+  res.end(req.method === 'HEAD' ? undefined : a.body);
+}
+
+/** Decodes the base64 request of a GET path; an empty buffer when it is not base64. */
+function decodeGetPath(url: string): Buffer {
+  const encoded = url.split('?')[0].slice('/ocsp/'.length);
+  try {
+    const b64 = decodeURIComponent(encoded).replace(/\s/g, '+');
+    if (b64.length === 0 || b64.length > (MAX_OCSP_REQUEST * 4) / 3 || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) return Buffer.alloc(0);
+    return Buffer.from(b64.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  } catch {
+    return Buffer.alloc(0);
+  }
 }
 
 /**
  * RFC 6960 appendix A over HTTP: POST with the DER request as the body, and GET
- * with the base64 (URL-encoded or not) request in the path. Bad bytes get an
- * OCSP malformedRequest answer, never an HTML page or a 500.
+ * with the base64 (URL-encoded or not) request in the path. The busiest path
+ * of the service, so it runs on the bare node:http request without the
+ * framework. Bad bytes get an OCSP malformedRequest answer, never an HTML page
+ * or a 500. Returns false for requests that are not OCSP.
  */
-export function ocspHandler(source: OcspSource, metrics: Metrics): RequestHandler {
-  return (req, res, next) => {
-    if (req.path !== '/ocsp' && !req.path.startsWith('/ocsp/')) return next();
-    if (req.method === 'POST' && req.path === '/ocsp') {
+export function ocspHttpHandler(source: OcspSource, metrics: Metrics): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const answer = (req: IncomingMessage, res: ServerResponse, der: Buffer, cacheable: boolean) => {
+    source.respond(der).then(
+      (a) => send(req, res, a, metrics, cacheable),
+      () => send(req, res, { outcome: 'tryLater', body: TRY_LATER }, metrics, false),
+    );
+  };
+  return (req, res) => {
+    const url = req.url ?? '';
+    if (req.method === 'POST' && (url === '/ocsp' || url === '/ocsp/')) {
       const chunks: Buffer[] = [];
       let size = 0;
-      let tooBig = false;
       req.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > MAX_OCSP_REQUEST) tooBig = true;
-        else chunks.push(c);
+        if (size <= MAX_OCSP_REQUEST) chunks.push(c);
       });
       req.on('error', () => res.destroy());
       req.on('end', () => {
-        if (tooBig) {
-          metrics.ocspResponses.inc({ outcome: 'malformedRequest' });
-          res.setHeader('Content-Type', 'application/ocsp-response');
-          res.status(200).end(MALFORMED);
-          return;
-        }
-        source.respond(Buffer.concat(chunks)).then((a) => send(req, res, a, metrics, false), next);
+        if (size > MAX_OCSP_REQUEST) send(req, res, { outcome: 'malformedRequest', body: MALFORMED }, metrics, false);
+        else answer(req, res, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), false);
       });
-      return;
+      return true;
     }
-    if (req.method === 'GET' || req.method === 'HEAD') {
-      // The raw path: base64 may hold '/', '+' and '=' in plain or %-encoded form.
-      const rawPath = (req.originalUrl ?? req.url).split('?')[0];
-      const encoded = rawPath.slice(rawPath.indexOf('/ocsp/') + '/ocsp/'.length);
-      let der: Buffer;
-      try {
-        const b64 = decodeURIComponent(encoded).replace(/\s/g, '+');
-        if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64) || b64.length === 0 || b64.length > (MAX_OCSP_REQUEST * 4) / 3) throw new Error('not base64');
-        der = Buffer.from(b64.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-      } catch {
-        der = Buffer.alloc(0);
-      }
-      source.respond(der).then((a) => send(req, res, a, metrics, true), next);
-      return;
+    if ((req.method === 'GET' || req.method === 'HEAD') && url.startsWith('/ocsp/')) {
+      answer(req, res, decodeGetPath(url), true);
+      return true;
     }
-    return next();
+    return false;
   };
 }
