@@ -31,6 +31,8 @@ export interface Config {
   /** issuance requests a minute per token and per client address (0: no limit) */
   issueRatePerToken: number;
   issueRatePerAddress: number;
+  /** serving processes (node:cluster); 1 serves in the main process */
+  workers: number;
   /** extra profiles from the config file */
   profiles: Record<string, ProfileSpec>;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -139,6 +141,7 @@ export function loadConfig(env: Env = process.env): Config {
     ocspValiditySeconds: intSetting(env, 'HSMCA_OCSP_VALIDITY_SECONDS', 3600, 60, 7 * 86400),
     caName: env.HSMCA_CA_NAME?.trim() || 'hsmca',
     maxBodyBytes: intSetting(env, 'HSMCA_MAX_BODY_BYTES', 128 * 1024, 1024, 16 * 1024 * 1024),
+    workers: intSetting(env, 'HSMCA_WORKERS', 1, 1, 64),
     issueRatePerToken: intSetting(env, 'HSMCA_ISSUE_RATE_PER_TOKEN', 600, 0, 10_000_000),
     issueRatePerAddress: intSetting(env, 'HSMCA_ISSUE_RATE_PER_ADDRESS', 1200, 0, 10_000_000),
     profiles,

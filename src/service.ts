@@ -39,6 +39,11 @@ export interface ServiceOptions {
   log?: Logger;
   /** where the generated admin token is announced (default: stdout) */
   announce?: (line: string) => void;
+  /**
+   * With several worker processes one is the leader: it alone generates keys
+   * and runs the periodic jobs; followers adopt what it makes.
+   */
+  role?: 'single' | 'leader' | 'follower';
 }
 
 /** Everything a running CA holds, wired once (entry points → domain → data access). */
@@ -192,6 +197,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       keyAlgorithm: config.keyAlgorithm,
       caName: config.caName,
       settings: { validityDays: 30, renewAtFraction: 1 / 3 },
+      canIssue: opts.role !== 'follower',
     });
     await responders.ensureFresh();
     const ocsp = new OcspResponder({
@@ -299,7 +305,11 @@ export function createHttpApp(core: Core) {
         anyRole,
         adminOnly,
         json,
-        issueLimit: issuanceRateLimit({ perToken: core.config.issueRatePerToken, perAddress: core.config.issueRatePerAddress }),
+        // Each worker process keeps its own buckets; connections are spread evenly over them.
+        issueLimit: issuanceRateLimit({
+          perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
+          perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
+        }),
         requesterMayRevoke: scopeAllowsRevoke,
       }),
       tokenRoutes(core.tokens, adminOnly, json),
@@ -326,7 +336,7 @@ export function createHttpApp(core: Core) {
 
 export async function startService(config: Config, opts: ServiceOptions = {}): Promise<RunningService> {
   const core = await openCore(config, opts);
-  const background = startBackground(core);
+  const background = startBackground(core, opts.role !== 'follower');
   const app = createHttpApp(core);
   const ocsp = ocspHttpHandler(core.ocsp, core.metrics);
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
@@ -365,18 +375,23 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
  * and at least every HSMCA_CRL_REFRESH_SECONDS; the OCSP responder certificate
  * renewed well before it expires.
  */
-function startBackground(core: Core): { stop(): void } {
+function startBackground(core: Core, leader: boolean): { stop(): void } {
   const crl = new Debouncer(() => core.crls.refresh(), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
-  crl.start();
+  if (leader) crl.start();
   core.revocation.onRevoked(() => crl.trigger());
-  const renew = setInterval(() => {
-    core.responders.ensureFresh().catch((e) => core.log.error('OCSP responder renewal failed', { error: (e as Error).message }));
-  }, RESPONDER_CHECK_MS);
-  renew.unref();
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, job: () => Promise<unknown>, what: string) => {
+    const t = setInterval(() => job().catch((e) => core.log.error(`${what} failed`, { error: (e as Error).message })), ms);
+    t.unref();
+    timers.push(t);
+  };
+  every(leader ? RESPONDER_CHECK_MS : 60_000, () => core.responders.ensureFresh(), 'OCSP responder renewal');
+  // Several workers share one database: serve the newest CRL whoever made it.
+  if (core.config.workers > 1) every(2000, () => core.crls.reload(), 'CRL reload');
   return {
     stop() {
       crl.stop();
-      clearInterval(renew);
+      for (const t of timers) clearInterval(t);
     },
   };
 }

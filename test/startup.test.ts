@@ -159,6 +159,41 @@ describe('the hsmca command', () => {
   });
 });
 
+describe('several worker processes', () => {
+  it('serves from every worker, shares CRLs, and stops all of them on SIGTERM', async () => {
+    const d = path.join(tempDir(), 'data');
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, HSMCA_DATA_DIR: d, HSMCA_PORT: String(port), HSMCA_LOG_LEVEL: 'warn', HSMCA_WORKERS: '2' } });
+    let out = '';
+    child.stdout.on('data', (b) => (out += b));
+    await waitFor(() => out.includes('with 2 workers'), 30000);
+    const token = fs.readFileSync(path.join(d, 'admin.token'), 'utf8').trim();
+    const url = `http://127.0.0.1:${port}`;
+    const h = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const serials: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await fetch(`${url}/api/v1/certificates`, { method: 'POST', headers: h, body: JSON.stringify({ csr: makeCsr({ sans: 'DNS:w.example' }).csr }) });
+      expect(r.status).toBe(201);
+      serials.push(((await r.json()) as { serialNumber: string }).serialNumber);
+    }
+    const rev = await fetch(`${url}/api/v1/certificates/${serials[0]}/revoke`, { method: 'POST', headers: h, body: '{}' });
+    expect(rev.status).toBe(200);
+    // whichever worker answers, the new CRL lists it within seconds
+    const deadline = Date.now() + 10000;
+    let hits = 0;
+    while (Date.now() < deadline && hits < 6) {
+      const crl = Buffer.from(await (await fetch(`${url}/crl`)).arrayBuffer());
+      hits = crl.includes(Buffer.from(serials[0], 'hex')) ? hits + 1 : 0;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(hits).toBe(6);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  });
+});
+
 function spawnSync(env: Record<string, string>, args: string[]) {
   const { spawnSync: ss } = require('node:child_process') as typeof import('node:child_process');
   const cleanEnv = { ...process.env };

@@ -1,4 +1,5 @@
-import { loadConfig } from '../config';
+import cluster from 'node:cluster';
+import { Config, loadConfig } from '../config';
 import { ConfigError, StartupError, CaError } from '../errors';
 import { openCore, openTokenAdmin, startService } from '../service';
 import { parseArgs } from './args';
@@ -58,15 +59,71 @@ export async function main(argv: string[]): Promise<number> {
 
 async function serve(): Promise<number> {
   const config = loadConfig();
+  if (config.workers > 1) return serveCluster(config);
   const svc = await startService(config);
   process.stdout.write(`hsmca: serving on ${svc.url}\n`);
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: string) => {
-      svc.core.log.info('shutting down', { signal: sig });
-      svc.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
-    process.once('SIGINT', () => onSignal('SIGINT'));
+  await untilSignal((sig) => {
+    svc.core.log.info('shutting down', { signal: sig });
+    return svc.stop();
+  });
+  return 0;
+}
+
+function untilSignal(onSignal: (sig: string) => Promise<void>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const handle = (sig: string) => onSignal(sig).then(resolve, resolve);
+    process.once('SIGTERM', () => handle('SIGTERM'));
+    process.once('SIGINT', () => handle('SIGINT'));
+  });
+}
+
+/**
+ * HSMCA_WORKERS > 1: the primary initialises everything once, then forks
+ * workers that share the listening port. Worker 1 leads (key generation,
+ * periodic jobs); a worker that dies is replaced; SIGTERM stops them all
+ * gracefully. Workers exit by themselves if the primary dies.
+ */
+async function serveCluster(config: Config): Promise<number> {
+  if (cluster.isWorker) {
+    const index = Number(process.env.HSMCA_WORKER_INDEX ?? '1');
+    const svc = await startService(config, { role: index === 1 ? 'leader' : 'follower', announce: () => undefined });
+    await untilSignal(() => svc.stop());
+    // The IPC channel to the primary would keep this process alive.
+    process.exit(0);
+  }
+  const core = await openCore(config);
+  await core.close();
+  let stopping = false;
+  const fork = (index: number) => {
+    const w = cluster.fork({ HSMCA_WORKER_INDEX: String(index) });
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      process.stderr.write(`hsmca: worker ${index} exited (${signal ?? code}); starting a new one\n`);
+      setTimeout(() => fork(index), 1000).unref();
+    });
+    return w;
+  };
+  const workers = Array.from({ length: config.workers }, (_, i) => fork(i + 1));
+  let listening = 0;
+  await new Promise<void>((resolve, reject) => {
+    cluster.on('listening', () => {
+      if (++listening === config.workers) resolve();
+    });
+    for (const w of workers) w.once('exit', (code) => (listening < config.workers ? reject(new StartupError(`a worker failed to start (exit ${code})`)) : undefined));
+  });
+  process.stdout.write(`hsmca: serving on http://${config.host}:${config.port} with ${config.workers} workers\n`);
+  await untilSignal(async () => {
+    stopping = true;
+    await Promise.all(
+      Object.values(cluster.workers ?? {}).map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (!w || w.isDead()) return resolve();
+            w.once('exit', () => resolve());
+            w.process.kill('SIGTERM');
+          }),
+      ),
+    );
   });
   return 0;
 }

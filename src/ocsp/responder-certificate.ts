@@ -41,6 +41,8 @@ export class ResponderCertificateManager {
       keyAlgorithm: KeyAlgorithm;
       caName: string;
       settings: ResponderCertificateSettings;
+      /** false in follower workers: they adopt what the leader issues and never generate keys */
+      canIssue?: boolean;
     },
   ) {}
 
@@ -60,19 +62,22 @@ export class ResponderCertificateManager {
 
   private async doEnsure(): Promise<void> {
     const { store, clock, settings } = this.deps;
-    if (!this.currentIdentity) {
-      const rec = await store.current('ocsp');
-      if (rec && readCertificate(rec.der).issuer.equals(this.deps.issuer.name)) {
-        try {
-          const id = await identity(this.deps, 'OCSP responder', rec.der, rec.keyLabel);
-          const c = readCertificate(rec.der);
-          this.currentIdentity = { signer: id.signer, certificate: rec.der, notAfter: c.notAfter, notBefore: c.notBefore, label: rec.keyLabel };
-        } catch (e) {
-          // The responder certificate is disposable: a lost or mismatched key gets a new one.
-          if (!(e instanceof StartupError)) throw e;
-          this.deps.log.warn('the OCSP responder key is missing or mismatched; issuing a new responder certificate', { keyLabel: rec.keyLabel });
-        }
+    const rec = await store.current('ocsp');
+    if (rec && rec.keyLabel !== this.currentIdentity?.label && readCertificate(rec.der).issuer.equals(this.deps.issuer.name)) {
+      try {
+        const id = await identity(this.deps, 'OCSP responder', rec.der, rec.keyLabel);
+        const c = readCertificate(rec.der);
+        this.currentIdentity = { signer: id.signer, certificate: rec.der, notAfter: c.notAfter, notBefore: c.notBefore, label: rec.keyLabel };
+        for (const l of this.listeners) l();
+      } catch (e) {
+        // The responder certificate is disposable: a lost or mismatched key gets a new one.
+        if (!(e instanceof StartupError)) throw e;
+        this.deps.log.warn('the OCSP responder key is missing or mismatched; issuing a new responder certificate', { keyLabel: rec.keyLabel });
       }
+    }
+    if (this.deps.canIssue === false) {
+      if (!this.currentIdentity) throw new StartupError('no usable OCSP responder certificate; the leader process issues it');
+      return;
     }
     const now = clock.now().getTime();
     const cur = this.currentIdentity;

@@ -234,8 +234,30 @@ export class SoftHsm implements Hsm {
     return [...this.keys.values()].map(publicInfo);
   }
 
+  /**
+   * Adopts keys another process of the same service added to the store since
+   * it was opened (several workers share one store; only the leader writes).
+   */
+  private async refresh(): Promise<void> {
+    let file: StoreFile;
+    try {
+      file = JSON.parse(await fs.readFile(this.opts.storePath, 'utf8'));
+    } catch {
+      return;
+    }
+    if (file.kdf?.salt !== this.salt.toString('base64')) return;
+    const keys = Array.isArray(file.keys) ? file.keys : [];
+    const mac = Buffer.from(String(file.mac ?? ''), 'base64');
+    const expected = this.macOf(keys);
+    if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) {
+      throw new HsmError('storeTampered', `the software HSM store ${this.opts.storePath} fails its integrity check (changed or damaged)`);
+    }
+    for (const k of keys) if (!this.keys.has(k.label) && isKeyAlgorithm(k.algorithm)) await this.adopt(k);
+  }
+
   async signer(label: string): Promise<Signer> {
     this.ensureOpen();
+    if (!this.keys.has(label)) await this.refresh();
     const k = this.keys.get(label);
     if (!k) throw new HsmError('keyNotFound', `no key labelled "${label}" in the software HSM`);
     const info = keyAlgorithmInfo(k.algorithm);
