@@ -14,7 +14,7 @@ export interface Config {
   publicUrl: string;
   hsm: 'soft' | 'pkcs11';
   hsmPin?: string;
-  pkcs11?: { module: string; tokenLabels: string[]; pin: string; soPin?: string };
+  pkcs11?: { module: string; tokenLabels: string[]; pin: string; soPin?: string; cluster: boolean };
   keyAlgorithm: KeyAlgorithm;
   adminToken?: string;
   crlRefreshSeconds: number;
@@ -91,7 +91,9 @@ export function loadConfig(env: Env = process.env): Config {
     if (new Set(labels).size !== labels.length) throw new ConfigError('HSMCA_PKCS11_TOKEN_LABEL', 'names a token twice');
     const pin = env.HSMCA_PKCS11_PIN;
     if (!pin) throw new ConfigError('HSMCA_PKCS11_PIN', 'is required when HSMCA_HSM=pkcs11');
-    pkcs11 = { module, tokenLabels: labels, pin, soPin: env.HSMCA_PKCS11_SO_PIN || undefined };
+    const clusterRaw = env.HSMCA_PKCS11_CLUSTER?.trim();
+    if (clusterRaw && clusterRaw !== 'true' && clusterRaw !== 'false') throw new ConfigError('HSMCA_PKCS11_CLUSTER', `must be true or false, got "${clusterRaw}"`);
+    pkcs11 = { module, tokenLabels: labels, pin, soPin: env.HSMCA_PKCS11_SO_PIN || undefined, cluster: clusterRaw ? clusterRaw === 'true' : labels.length > 1 };
   }
 
   const hsmPin = env.HSMCA_HSM_PIN || undefined;

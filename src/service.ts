@@ -111,6 +111,17 @@ function softHsmPin(config: Config): string {
   return pin;
 }
 
+/** The configured HSM alone, for the `hsmca hsm` commands: no database, no CA. */
+export async function openConfiguredHsm(config: Config): Promise<Hsm> {
+  prepareDataDir(config.dataDir);
+  try {
+    return await openHsm(config, config.hsm === 'soft' ? softHsmPin(config) : undefined);
+  } catch (e) {
+    if (e instanceof HsmError) throw new StartupError(`${config.hsm === 'soft' ? 'HSMCA_HSM_PIN' : 'HSMCA_PKCS11_TOKEN_LABEL'}: ${e.message}`);
+    throw e;
+  }
+}
+
 /** Opens (and on first start, initialises) the database, the HSM and the CA hierarchy. */
 export async function openCore(config: Config, opts: ServiceOptions = {}): Promise<Core> {
   const clock = opts.clock ?? systemClock;

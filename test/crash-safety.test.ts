@@ -14,7 +14,7 @@ const ROUNDS = 4;
  * afterwards: every certificate it received is stored with the right status,
  * no serial repeats, every acknowledged revocation is still there.
  */
-describe.each(backends())('crash safety under SIGKILL ($name)', (backend) => {
+describe.each(backends({ pkcs11: false }))('crash safety under SIGKILL ($name)', (backend) => {
   it(`keeps every acknowledged certificate and revocation across ${ROUNDS} kills`, async () => {
     const dir = tempDir();
     const dataDir = path.join(dir, 'data');

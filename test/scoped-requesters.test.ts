@@ -2,7 +2,7 @@ import { backends, startTestCa, TestCa } from './helpers/harness';
 import { makeCsr } from './helpers/csr';
 import { RateLimiter } from '../src/http/rate-limit';
 
-describe.each(backends())('scoped requesters, token lifecycle and rate limits ($name)', (backend) => {
+describe.each(backends({ pkcs11: false }))('scoped requesters, token lifecycle and rate limits ($name)', (backend) => {
   let ca: TestCa;
   beforeAll(async () => {
     ca = await startTestCa(backend, { env: { HSMCA_ISSUE_RATE_PER_TOKEN: '5', HSMCA_ISSUE_RATE_PER_ADDRESS: '0' } });

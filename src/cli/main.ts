@@ -1,7 +1,9 @@
 import cluster from 'node:cluster';
 import { Config, loadConfig } from '../config';
 import { ConfigError, StartupError, CaError } from '../errors';
-import { openCore, openTokenAdmin, startService } from '../service';
+import { openConfiguredHsm, openCore, openTokenAdmin, startService } from '../service';
+import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
+import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
 
 const USAGE = `usage: hsmca <command>
@@ -15,6 +17,9 @@ const USAGE = `usage: hsmca <command>
                                          (*.svc.internal, 10.0.0.0/8), profiles and a validity
   token list                             list tokens (never the tokens themselves)
   token revoke ID                        revoke a token
+  hsm list                               tokens, keys, their security attributes, health
+  hsm keygen --label L [--algorithm A]   generate a key pair inside the HSM
+  hsm add-token LABEL                    clone the CA keys to a new token of the PKCS#11 cluster
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -42,6 +47,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'token':
         return await token(rest);
+      case 'hsm':
+        return await hsmCommand(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -173,5 +180,70 @@ async function token(argv: string[]): Promise<number> {
     }
   } finally {
     await core.close();
+  }
+}
+
+/** `hsmca hsm ...`: the key ceremonies and an inventory of the HSM. */
+async function hsmCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  const { options: args, positional } = parseArgs(rest, ['label', 'algorithm'], ['json']);
+  const config = loadConfig();
+  const hsm = await openConfiguredHsm(config);
+  const out = (l: string) => process.stdout.write(l + '\n');
+  try {
+    switch (sub) {
+      case 'list': {
+        if (hsm.kind === 'pkcs11') {
+          const info = await (hsm as unknown as Pkcs11Hsm).tokenInfo();
+          if (args.json) {
+            out(JSON.stringify(info, null, 2));
+            return 0;
+          }
+          out(`module ${info.module} (${info.cluster ? 'cluster' : 'single token'}), health ${info.health.status}`);
+          for (const t of info.tokens) {
+            out(`token "${t.label}": ${t.status}${t.error ? ` (${t.error})` : ''}${t.model ? `, ${t.manufacturer} ${t.model} ${t.serialNumber}` : ''}`);
+            for (const k of t.keys) {
+              const a = k.attributes;
+              const flags = Object.entries(a)
+                .filter(([, v]) => v)
+                .map(([n]) => n)
+                .join(' ');
+              out(`  key "${k.label}" id ${k.id} ${k.algorithm ?? k.keyType}: ${flags}`);
+            }
+            if (t.clusterKek) out(`  cluster wrapping key: ${t.clusterKek.present ? `present, trusted=${t.clusterKek.trusted}` : 'absent'}`);
+          }
+        } else {
+          const health = await hsm.health();
+          out(`software HSM (${config.dataDir}/soft-hsm.json), health ${health.status}`);
+          for (const k of await hsm.listKeys()) out(`  key "${k.label}" ${k.algorithm}: non-extractable, encrypted at rest`);
+        }
+        return 0;
+      }
+      case 'keygen': {
+        const label = args.label;
+        const algorithm = args.algorithm ?? config.keyAlgorithm;
+        if (!label) throw new CaError('badRequest', 'usage', 'usage: hsmca hsm keygen --label LABEL [--algorithm ALG]');
+        if (!isKeyAlgorithm(algorithm)) throw new CaError('badRequest', 'usage', `--algorithm must be one of ${KEY_ALGORITHMS.join(', ')}`);
+        const k = await hsm.generateKey(label, algorithm);
+        out(`hsmca: generated ${k.algorithm} key "${k.label}" inside the ${hsm.kind} HSM; public key (SPKI, base64):`);
+        out(k.publicKey.toString('base64'));
+        return 0;
+      }
+      case 'add-token': {
+        const label = positional[0];
+        if (!label) throw new CaError('badRequest', 'usage', 'usage: hsmca hsm add-token LABEL');
+        if (hsm.kind !== 'pkcs11') throw new CaError('badRequest', 'usage', 'add-token needs HSMCA_HSM=pkcs11');
+        await (hsm as unknown as Pkcs11Hsm).addToken(label);
+        out(`hsmca: token "${label}" now holds every CA key; add it to HSMCA_PKCS11_TOKEN_LABEL`);
+        return 0;
+      }
+      default:
+        throw new CaError('badRequest', 'usage', 'usage: hsmca hsm list|keygen|add-token');
+    }
+  } catch (e) {
+    if (e instanceof Error && e.name === 'HsmError') throw new CaError('unavailable', 'hsmError', e.message);
+    throw e;
+  } finally {
+    await hsm.close();
   }
 }

@@ -1,12 +1,15 @@
 import * as path from 'node:path';
 import { Config } from '../config';
-import { Hsm, HsmError } from './hsm';
+import { Hsm } from './hsm';
 import { SoftHsm } from './soft/soft-hsm';
 
 /** Picks and opens the configured backend; options were validated by loadConfig. */
 export async function openHsm(config: Pick<Config, 'hsm' | 'dataDir' | 'pkcs11'>, softPin?: string): Promise<Hsm> {
   if (config.hsm === 'pkcs11') {
-    throw new HsmError('hsmConfig', 'the PKCS#11 backend is not part of this build yet');
+    // Loaded on demand: the software default needs no native PKCS#11 binding.
+    const { Pkcs11Hsm } = await import('./pkcs11/pkcs11-hsm');
+    const p = config.pkcs11!;
+    return Pkcs11Hsm.open({ module: p.module, tokenLabels: p.tokenLabels, pin: p.pin, soPin: p.soPin, cluster: p.cluster });
   }
   return SoftHsm.open({ storePath: path.join(config.dataDir, 'soft-hsm.json'), pin: softPin! });
 }

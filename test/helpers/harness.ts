@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config';
 import { silentLogger } from '../../src/log';
 import { RunningService, startService } from '../../src/service';
 import { Clock } from '../../src/clock';
+import { createSoftHsmTokens, pkcs11Available, SoftHsmTokens } from './softhsm';
 
 /**
  * Test back-ends. SQLite with the software HSM always runs. PostgreSQL runs
@@ -29,12 +30,26 @@ export function postgresUrl(): string | undefined {
 }
 
 let warned = false;
-export function backends(): Backend[] {
+let warnedPkcs11 = false;
+/**
+ * SQLite with the software HSM always; PostgreSQL when configured; SoftHSM2
+ * through PKCS#11 when installed (HSMCA_TEST_REQUIRE=pkcs11 makes it
+ * mandatory). `opts.pkcs11: false` leaves the PKCS#11 run out.
+ */
+export function backends(opts: { pkcs11?: boolean } = {}): Backend[] {
   const out: Backend[] = [{ name: 'sqlite+soft', database: 'sqlite', hsm: 'soft' }];
   if (postgresUrl()) out.push({ name: 'postgres+soft', database: 'postgres', hsm: 'soft' });
   else if (!warned) {
     warned = true;
     console.warn('\n*** NOTICE: HSMCA_TEST_DATABASE_URL is not set: the PostgreSQL runs of the integration suite are SKIPPED ***\n');
+  }
+  if (opts.pkcs11 !== false) {
+    if (pkcs11Available()) out.push({ name: 'sqlite+pkcs11', database: 'sqlite', hsm: 'pkcs11' });
+    else if (required('pkcs11')) throw new Error('HSMCA_TEST_REQUIRE names pkcs11 but SoftHSM2 is not installed');
+    else if (!warnedPkcs11) {
+      warnedPkcs11 = true;
+      console.warn('\n*** NOTICE: SoftHSM2 is not installed: the PKCS#11 runs of the integration suite are SKIPPED ***\n');
+    }
   }
   return out;
 }
@@ -90,6 +105,11 @@ export async function startTestCa(
     ...opts.env,
   };
   let pg: { url: string; drop(): Promise<void> } | undefined;
+  let tokens: SoftHsmTokens | undefined;
+  if (backend.hsm === 'pkcs11' && !env.HSMCA_HSM) {
+    tokens = await createSoftHsmTokens(['hsmca-ca']);
+    Object.assign(env, { HSMCA_HSM: 'pkcs11', HSMCA_PKCS11_MODULE: tokens.module, HSMCA_PKCS11_TOKEN_LABEL: 'hsmca-ca', HSMCA_PKCS11_PIN: tokens.pin, SOFTHSM2_CONF: tokens.confPath });
+  }
   if (backend.database === 'postgres' && !env.HSMCA_DATABASE_URL) {
     pg = await freshPostgres();
     env.HSMCA_DATABASE_URL = pg.url;
@@ -133,6 +153,7 @@ export async function startTestCa(
     async stop() {
       await svc.stop();
       if (pg) await pg.drop();
+      if (tokens) await tokens.cleanup();
       if (!opts.keepData) fs.rmSync(path.dirname(dataDir), { recursive: true, force: true });
     },
   };
