@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import { AUDIT_KEY_LABEL, AuditLog, KeyAuditingHsm } from './audit/audit-log';
 import { TokenService } from './auth/tokens';
 import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
 import { IssuanceService } from './ca/issuance';
@@ -18,13 +19,14 @@ import { Clock, systemClock } from './clock';
 import { Config } from './config';
 import { StartupError } from './errors';
 import { openHsm } from './hsm/factory';
-import { Hsm, HsmError } from './hsm/hsm';
+import { Hsm, HsmError, Signer } from './hsm/hsm';
 import { InstrumentedHsm } from './hsm/instrumented';
 import { createApp, jsonBody } from './http/app';
 import { issuanceRateLimit } from './http/rate-limit';
 import { tokenRoutes } from './http/routes/tokens';
 import { scopeAllowsRevoke, scopePolicy } from './auth/scope';
-import { requireRole } from './http/auth';
+import { AuthHooks, requireRole } from './http/auth';
+import { auditRoutes } from './http/routes/audit';
 import { caRoutes } from './http/routes/ca';
 import { certificateRoutes } from './http/routes/certificates';
 import { Logger, createLogger } from './log';
@@ -66,12 +68,31 @@ export interface Core {
   crls: CrlService;
   responders: ResponderCertificateManager;
   ocsp: OcspResponder;
+  audit: AuditLog;
+  /** the HSM key that signs audit checkpoints (AUDIT_KEY_LABEL); undefined only on a follower started before the key existed */
+  auditSigner?: Signer;
   close(): Promise<void>;
 }
 
 /** A burst of revocations makes one CRL, this long after the last of them. */
 export const CRL_DEBOUNCE_MS = 2000;
 const RESPONDER_CHECK_MS = 3600_000;
+/** How often the leader signs the audit log's head (also at start and at shutdown). */
+export const AUDIT_CHECKPOINT_MS = 60_000;
+
+const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Token creations and revocations go to the audit log: who, which token, its role and scope; never the token or its hash. */
+function auditTokens(tokens: TokenService, audit: AuditLog): void {
+  tokens.onChange((e) => {
+    void audit.tryRecord({
+      type: e.kind === 'created' ? 'tokenCreated' : 'tokenRevoked',
+      actor: e.by,
+      subject: e.record.id,
+      details: { role: e.record.role, name: e.record.name, expiresAt: e.record.expiresAt, scope: e.record.scope ?? null },
+    });
+  });
+}
 
 /** Creates the data folder 0700, or refuses one that others can read. */
 export function prepareDataDir(dir: string): void {
@@ -156,13 +177,17 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
     }
     throw e;
   }
-  const hsm = new InstrumentedHsm(rawHsm, metrics, log);
+  const audit = new AuditLog({ db, clock, log, verifyKey: async (label) => (await rawHsm.getKey(label))?.publicKey });
+  // Every key generated from here on (CA keys at init, OCSP responder keys, the audit key) is audited.
+  const hsm = new KeyAuditingHsm(new InstrumentedHsm(rawHsm, metrics, log), audit);
   const closeAll = async () => {
+    await audit.close().catch(() => undefined);
     await hsm.close().catch(() => undefined);
     await db.close().catch(() => undefined);
   };
   try {
     const caStore = new CaStore(db);
+    const wasInitialised = !!(await caStore.current('root')) && !!(await caStore.current('issuing'));
     const hierarchy = await loadOrCreateHierarchy({
       hsm,
       store: caStore,
@@ -172,6 +197,25 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       caName: config.caName,
       publicUrl: config.publicUrl,
     });
+    if (!wasInitialised) {
+      await audit.tryRecord({
+        type: 'caInitialised',
+        actor: 'system',
+        subject: config.caName,
+        details: {
+          algorithm: config.keyAlgorithm,
+          hsm: hsm.kind,
+          rootKeyLabel: hierarchy.root.signer.label,
+          issuingKeyLabel: hierarchy.issuing.signer.label,
+          rootCertificateSha256: sha256hex(hierarchy.root.certificate),
+          issuingCertificateSha256: sha256hex(hierarchy.issuing.certificate),
+        },
+      });
+    }
+    // The checkpoint key, generated like the CA keys (a data folder from before the audit log gets it on its next start).
+    let auditKey = await hsm.getKey(AUDIT_KEY_LABEL);
+    if (!auditKey && opts.role !== 'follower') auditKey = await hsm.generateKey(AUDIT_KEY_LABEL, config.keyAlgorithm);
+    const auditSigner = auditKey ? await hsm.signer(auditKey.label) : undefined;
     const links: CaLinks = {
       ocspUrl: `${config.publicUrl}/ocsp`,
       caIssuersUrl: `${config.publicUrl}/ca/issuer.crt`,
@@ -180,6 +224,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
     const certificates = new CertificateStore(db);
     const tokenStore = new TokenStore(db);
     const tokens = new TokenService({ store: tokenStore, clock });
+    auditTokens(tokens, audit);
     await ensureFirstAdmin(config, tokens, tokenStore, opts.announce ?? ((l) => process.stdout.write(l + '\n')));
     const issuance = new IssuanceService({
       hierarchy,
@@ -190,14 +235,36 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       log,
       policy: scopePolicy,
       hooks: {
-        issued: (e) => metrics.certificatesIssued.inc({ profile: e.profile }),
-        refused: (e) => metrics.issuanceRefused.inc({ code: e.error.code }),
+        // awaited by issuance: the event is committed before the certificate reaches the client
+        issued: async (e) => {
+          metrics.certificatesIssued.inc({ profile: e.profile });
+          await audit.tryRecord({
+            type: 'certificateIssued',
+            actor: `${e.principal.role}:${e.principal.name}`,
+            subject: e.serial,
+            details: { tokenId: e.principal.tokenId, profile: e.profile, subject: e.subject, sans: e.sans },
+          });
+        },
+        refused: async (e) => {
+          metrics.issuanceRefused.inc({ code: e.error.code });
+          await audit.tryRecord({
+            type: 'issuanceRefused',
+            actor: `${e.principal.role}:${e.principal.name}`,
+            details: { tokenId: e.principal.tokenId, code: e.error.code, message: e.error.message },
+          });
+        },
       },
     });
     const revocation = new RevocationService({ store: certificates, clock });
     revocation.onRevoked((e) => {
       metrics.certificatesRevoked.inc({ reason: REASON_NAMES[e.reason] ?? String(e.reason) });
       log.info('certificate revoked', { serial: e.record.serial, reason: e.reason, by: e.by });
+      void audit.tryRecord({
+        type: 'certificateRevoked',
+        actor: e.by,
+        subject: e.record.serial,
+        details: { reason: REASON_NAMES[e.reason] ?? e.reason, invalidityDate: e.record.invalidityDate },
+      });
     });
     const responders = new ResponderCertificateManager({
       hsm,
@@ -231,7 +298,15 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
         crlUrl: links.crlUrl,
         deltaCrlUrl: `${links.crlUrl}/delta`,
       },
-      onGenerated: (kind) => metrics.crlGenerated.inc({ kind }),
+      onGenerated: (kind, r) => {
+        metrics.crlGenerated.inc({ kind });
+        void audit.tryRecord({
+          type: 'crlGenerated',
+          actor: 'system',
+          subject: `${kind}:${r.crlNumber}`,
+          details: { kind, crlNumber: r.crlNumber, baseNumber: r.baseNumber, thisUpdate: r.thisUpdate, nextUpdate: r.nextUpdate, entries: r.entries },
+        });
+      },
     });
     await crls.init();
     return {
@@ -253,6 +328,8 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       crls,
       responders,
       ocsp,
+      audit,
+      auditSigner,
       close: closeAll,
     };
   } catch (e) {
@@ -265,10 +342,10 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
 async function ensureFirstAdmin(config: Config, tokens: TokenService, store: TokenStore, announce: (l: string) => void): Promise<void> {
   if ((await store.count('admin')) > 0) return;
   if (config.adminToken) {
-    await tokens.create({ role: 'admin', name: 'admin', token: config.adminToken });
+    await tokens.create({ role: 'admin', name: 'admin', token: config.adminToken, by: 'system' });
     return;
   }
-  const { token } = await tokens.create({ role: 'admin', name: 'admin' });
+  const { token } = await tokens.create({ role: 'admin', name: 'admin', by: 'system' });
   const file = path.join(config.dataDir, 'admin.token');
   fs.rmSync(file, { force: true });
   writeSecret(file, token);
@@ -286,7 +363,44 @@ export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenSer
     throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
   }
   const tokenStore = new TokenStore(db);
-  return { tokens: new TokenService({ store: tokenStore, clock: systemClock }), tokenStore, clock: systemClock, close: () => db.close() };
+  const tokens = new TokenService({ store: tokenStore, clock: systemClock });
+  const audit = new AuditLog({ db, clock: systemClock, log: createLogger(config.logLevel) });
+  auditTokens(tokens, audit);
+  return {
+    tokens,
+    tokenStore,
+    clock: systemClock,
+    close: async () => {
+      await audit.close();
+      await db.close();
+    },
+  };
+}
+
+/**
+ * `hsmca audit verify` needs the database and the HSM's public keys (to check
+ * checkpoint signatures): no CA start-up, no key generation, nothing written.
+ */
+export async function openAuditAdmin(config: Config): Promise<{ audit: AuditLog; close(): Promise<void> }> {
+  if (config.hsm === 'soft' && !fs.existsSync(path.join(config.dataDir, 'soft-hsm.json'))) {
+    throw new StartupError(`HSMCA_DATA_DIR: no CA has been initialised in ${config.dataDir}; run hsmca init first`);
+  }
+  const hsm = await openConfiguredHsm(config);
+  let db: Database;
+  try {
+    db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+  } catch (e) {
+    await hsm.close().catch(() => undefined);
+    throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
+  }
+  const audit = new AuditLog({ db, clock: systemClock, log: createLogger(config.logLevel), verifyKey: async (label) => (await hsm.getKey(label))?.publicKey });
+  return {
+    audit,
+    close: async () => {
+      await hsm.close().catch(() => undefined);
+      await db.close();
+    },
+  };
 }
 
 export interface RunningService {
@@ -299,7 +413,13 @@ export interface RunningService {
 
 export function createHttpApp(core: Core) {
   const { tokens, metrics } = core;
-  const hooks = { failed: () => metrics.authFailures.inc() };
+  const hooks: AuthHooks = {
+    failed: (e) => {
+      metrics.authFailures.inc();
+      // never the presented token
+      void core.audit.tryRecord({ type: 'authenticationFailed', actor: 'anonymous', details: { code: e.error.code, ip: e.ip ?? null, path: e.path.slice(0, 200) } });
+    },
+  };
   const anyRole = requireRole(tokens, ['admin', 'requester'], hooks);
   const adminOnly = requireRole(tokens, ['admin'], hooks);
   const json = jsonBody(core.config.maxBodyBytes);
@@ -324,6 +444,7 @@ export function createHttpApp(core: Core) {
         requesterMayRevoke: scopeAllowsRevoke,
       }),
       tokenRoutes(core.tokens, adminOnly, json),
+      auditRoutes(core.audit, adminOnly),
     ],
     health: async () => {
       let database = 'ok';
@@ -376,6 +497,7 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
         server.closeIdleConnections();
       });
       background.stop();
+      await background.finalCheckpoint();
       await core.close();
     })());
   return { core, server, url, stop };
@@ -386,7 +508,7 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
  * and at least every HSMCA_CRL_REFRESH_SECONDS; the OCSP responder certificate
  * renewed well before it expires.
  */
-function startBackground(core: Core, leader: boolean): { stop(): void } {
+function startBackground(core: Core, leader: boolean): { stop(): void; finalCheckpoint(): Promise<void> } {
   const crl = new Debouncer(() => core.crls.refresh(), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
   if (leader) crl.start();
   core.revocation.onRevoked(() => crl.trigger());
@@ -399,10 +521,18 @@ function startBackground(core: Core, leader: boolean): { stop(): void } {
   every(leader ? RESPONDER_CHECK_MS : 60_000, () => core.responders.ensureFresh(), 'OCSP responder renewal');
   // Several workers share one database: serve the newest CRL whoever made it.
   if (core.config.workers > 1) every(2000, () => core.crls.reload(), 'CRL reload');
+  // The leader signs the audit log's head: now (what start-up recorded), every minute, and at shutdown.
+  const signer = leader ? core.auditSigner : undefined;
+  const checkpoint = () => (signer ? core.audit.checkpoint(signer) : Promise.resolve());
+  if (signer) {
+    checkpoint().catch((e) => core.log.error('audit checkpoint failed', { error: (e as Error).message }));
+    every(AUDIT_CHECKPOINT_MS, checkpoint, 'audit checkpoint');
+  }
   return {
     stop() {
       crl.stop();
       for (const t of timers) clearInterval(t);
     },
+    finalCheckpoint: () => checkpoint().catch((e) => core.log.error('audit checkpoint failed', { error: (e as Error).message })),
   };
 }

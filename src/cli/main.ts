@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { Config, loadConfig } from '../config';
 import { ConfigError, StartupError, CaError } from '../errors';
-import { openConfiguredHsm, openCore, openTokenAdmin, startService } from '../service';
+import { openAuditAdmin, openConfiguredHsm, openCore, openTokenAdmin, startService } from '../service';
 import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
 import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
@@ -20,6 +20,8 @@ const USAGE = `usage: hsmca <command>
   hsm list                               tokens, keys, their security attributes, health
   hsm keygen --label L [--algorithm A]   generate a key pair inside the HSM
   hsm add-token LABEL                    clone the CA keys to a new token of the PKCS#11 cluster
+  audit verify                           check the audit log's hash chain and signed checkpoints;
+                                         exit 1 naming the first bad event
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -42,11 +44,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'init': {
         const core = await openCore(loadConfig());
         process.stdout.write(`hsmca: initialised (${core.hsm.kind} HSM, ${core.db.kind} database, ${core.hierarchy.issuing.signer.algorithm} CA keys)\n`);
+        if (core.auditSigner) await core.audit.checkpoint(core.auditSigner);
         await core.close();
         return 0;
       }
       case 'token':
         return await token(rest);
+      case 'audit':
+        return await audit(rest);
       case 'hsm':
         return await hsmCommand(rest);
       case undefined:
@@ -245,5 +250,22 @@ async function hsmCommand(argv: string[]): Promise<number> {
     throw e;
   } finally {
     await hsm.close();
+  }
+}
+
+async function audit(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'verify' || rest.length > 0) throw new CaError('badRequest', 'usage', 'usage: hsmca audit verify');
+  const admin = await openAuditAdmin(loadConfig());
+  try {
+    const r = await admin.audit.verify();
+    if (r.ok) {
+      process.stdout.write(`audit chain OK: ${r.events} events, ${r.checkpoints} checkpoints\n`);
+      return 0;
+    }
+    process.stdout.write(`audit chain BROKEN at event ${r.firstBadSeq} (${r.problem}): ${r.message}\n`);
+    return 1;
+  } finally {
+    await admin.close();
   }
 }

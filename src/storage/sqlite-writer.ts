@@ -61,7 +61,6 @@ export class SqliteWriteThread {
 
   constructor(filename: string) {
     this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { filename, module: require.resolve('better-sqlite3') } });
-    this.worker.unref();
     this.worker.on('message', ({ id, results }: { id: number; results: WriterResult[] }) => {
       const p = this.pending.get(id);
       this.pending.delete(id);
@@ -74,6 +73,8 @@ export class SqliteWriteThread {
     };
     this.worker.on('error', fail);
     this.worker.on('exit', () => fail(new Error('the SQLite writer thread stopped')));
+    // after the listeners: adding a 'message' listener refs the worker again
+    this.worker.unref();
   }
 
   run(ops: WriterOp[]): Promise<WriterResult[]> {

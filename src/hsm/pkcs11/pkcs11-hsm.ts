@@ -799,6 +799,7 @@ export class Pkcs11Hsm implements Hsm {
   private clusterMode: boolean;
   private readonly poolSize: number;
   private threads?: SignThreads;
+  private threadsFailed = false;
   /** the options without the PINs, which live in #private fields (not in JSON, not in inspect) */
   private readonly opts: Omit<Pkcs11Options, 'pin' | 'soPin'>;
   readonly #pin: string;
@@ -885,14 +886,6 @@ export class Pkcs11Hsm implements Hsm {
     }
     if (this.tokens.length === 0 || this.tokens.every((t) => t.state === 'down')) {
       throw new HsmError('hsmConfig', `no configured PKCS#11 token can be used (${problems.join('; ') || 'all down'})`);
-    }
-    const threads = this.opts.signThreads ?? 2;
-    if (threads > 0) {
-      try {
-        this.threads = new SignThreads(this.mod.path, threads);
-      } catch {
-        this.threads = undefined; // the libuv path works everywhere
-      }
     }
     // A cluster's wrapping key is set up now when the SO PIN is at hand; without it
     // signing works and generateKey/addToken explain what is missing.
@@ -1428,12 +1421,28 @@ export class Pkcs11Hsm implements Hsm {
    */
   private signInSession(t: Token, s: Handle, meta: KeyMeta, input: Buffer): Promise<Buffer> {
     const key = this.keyHandle(t, s, meta);
-    const threads = this.threads;
+    const threads = this.signThreads();
     if (threads && !threads.broken) return threads.sign(s, key, meta.mechanism.mechanism, input, meta.sigLen);
     this.p11.C_SignInit(s, meta.mechanism, key);
     const out = Buffer.allocUnsafe(meta.sigLen);
     const data = input.length ? input : EMPTY_INPUT;
     return keepAlive(this.p11.C_SignAsync(s, data, out), data);
+  }
+
+  /** The signing threads, started on first use (a `hsmca hsm list` never needs them). */
+  private signThreads(): SignThreads | undefined {
+    if (this.threads || this.threadsFailed || this.closed) return this.threads;
+    const n = this.opts.signThreads ?? 2;
+    if (n === 0) {
+      this.threadsFailed = true;
+      return undefined;
+    }
+    try {
+      this.threads = new SignThreads(this.mod.path, n);
+    } catch {
+      this.threadsFailed = true; // the libuv path works everywhere
+    }
+    return this.threads;
   }
 
   /** The private key handle on token `t`, looked up once and checked to be the cluster's key. */

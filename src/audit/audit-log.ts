@@ -1,0 +1,815 @@
+import { createHash, createPublicKey, KeyObject, verify as cryptoVerify } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { Knex } from 'knex';
+import { Clock } from '../clock';
+import { CaError } from '../errors';
+import type { Hsm, HsmHealth, KeyInfo, Signer } from '../hsm/hsm';
+import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
+import { Logger } from '../log';
+import { Database, isUniqueViolation, storageError } from '../storage/database';
+
+/**
+ * The audit log: an append-only hash chain of security events, with
+ * checkpoints of its head signed by an HSM key.
+ *
+ * Chain. Event n carries prev_hash = hash of event n-1 (64 zeros for event 1)
+ * and hash = SHA-256 over the canonical encoding of
+ * (seq, at, type, actor, subject, details, prev_hash) (see `eventHash`):
+ * every field is length-prefixed, so no two different events encode alike.
+ * `details` is stored as canonical JSON (sorted keys, no whitespace) and the
+ * hash covers exactly the stored text. `seq` is assigned by the writer as
+ * last seq + 1, so the sequence has no gaps unless an event was removed.
+ * `at` is the time record() was called; seq, not `at`, is the order (two
+ * processes' clocks and batches interleave).
+ *
+ * Appends. record() queues the event in memory; what is queued in one
+ * event-loop tick, or while the previous batch was being written, is written
+ * in one transaction (up to 500 events), and each caller's promise
+ * resolves once its own event is committed. Reading the head and inserting
+ * the batch happen in one transaction that holds the log's write lock, so
+ * appends are serialised across every process sharing the database:
+ *  - SQLite: the batch is one BEGIN IMMEDIATE transaction (the database
+ *    write lock is taken before the head is read; another writer waits on
+ *    busy_timeout), run on a writer thread of the log's own, so neither the
+ *    fsync of the commit nor a wait for the lock blocks the event loop
+ *    (SqliteAppendThread).
+ *  - PostgreSQL: a transaction-scoped advisory lock (PG_AUDIT_LOCK), taken
+ *    before the head is read and released by COMMIT or ROLLBACK. Readers
+ *    (list, verify) are not blocked, and neither is VACUUM.
+ * The UNIQUE indexes on prev_hash and hash are the last word: the chain can
+ * never fork even if a writer ignored the lock (a violation is retried).
+ *
+ * Checkpoints. checkpoint(signer) appends an 'auditCheckpoint' event and
+ * signs (seq, hash) of that event with an HSM key (`checkpointPayload`). An
+ * attacker with write access to the database can edit an event and recompute
+ * every later hash, and the chain then verifies on its own; what it cannot do
+ * is produce the HSM's signature over the new head. So verify compares every
+ * checkpoint's signed head with the chain as it is now.
+ *
+ * What verifyAuditChain proves (given the key lookup, so that signatures are
+ * checked against the HSM's public keys, never keys stored in the database):
+ * every event up to the last surviving checkpoint is exactly as written, in
+ * order, with nothing removed or inserted. Without recomputation, a change anywhere is
+ * pinpointed to the exact event; with recomputation, the checkpoint catches
+ * it and the report names the first event after the previous good checkpoint
+ * (the change lies between the two checkpoints: the hashes that would locate
+ * it more precisely were rewritten too).
+ *
+ * What it does not prove: events after the last checkpoint are only protected
+ * by the unkeyed chain (anyone with write access can append, or cut the tail
+ * and re-append); and someone who can delete checkpoint rows can roll the log
+ * back to before the last checkpoint that still exists. Both are caught only
+ * against a copy of a checkpoint kept elsewhere: each checkpoint is logged
+ * (seq, head hash, signature) at info level, so a log shipped off the host is
+ * that copy. Checkpoint `at` is informational and not signed.
+ */
+
+export const AUDIT_EVENT_TYPES = [
+  'keyGenerated',
+  'caInitialised',
+  'certificateIssued',
+  'certificateRevoked',
+  'tokenCreated',
+  'tokenRevoked',
+  'crlGenerated',
+  'authenticationFailed',
+  'issuanceRefused',
+  'auditCheckpoint',
+] as const;
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+export const ZERO_HASH = '0'.repeat(64);
+
+/** The HSM key that signs checkpoints. */
+export const AUDIT_KEY_LABEL = 'hsmca-audit';
+
+export interface AuditEventInput {
+  type: AuditEventType;
+  /** who did it: "admin:alice", "requester:web-1", "system", "anonymous" */
+  actor: string;
+  /** what it was done to: a serial, a token id, a key label */
+  subject?: string;
+  /** never secrets: fields named like token, pin, password, secret or privateKey are replaced by "[redacted]" */
+  details?: Record<string, unknown>;
+}
+
+export interface AuditEvent {
+  seq: number;
+  at: Date;
+  type: string;
+  actor: string;
+  subject: string | null;
+  details: unknown;
+  hash: string;
+  prevHash: string;
+}
+
+export type AuditVerifyProblem = 'changed' | 'removed' | 'reordered' | 'inserted' | 'badCheckpoint';
+
+export type AuditVerifyResult =
+  | { ok: true; events: number; checkpoints: number }
+  | { ok: false; firstBadSeq: number; problem: AuditVerifyProblem; message: string };
+
+/** Returns the DER SubjectPublicKeyInfo of the key under a label, or undefined. */
+export type AuditVerifyKey = (keyLabel: string) => Promise<Buffer | undefined>;
+
+/** The columns of one stored event, as the hash sees them. */
+export interface AuditEventFields {
+  seq: number;
+  at: number;
+  type: string;
+  actor: string;
+  subject: string | null;
+  /** the stored canonical JSON text */
+  details: string;
+  prevHash: string;
+}
+
+// ------------------------------------------------------------ encoding
+
+const EVENT_TAG = 'hsmca-audit-event/v1';
+const CHECKPOINT_TAG = 'hsmca-audit-checkpoint/v1';
+
+function encInt(n: number): Buffer {
+  if (!Number.isSafeInteger(n)) throw new Error(`audit: ${n} is not a safe integer`);
+  const b = Buffer.alloc(8);
+  b.writeBigInt64BE(BigInt(n));
+  return b;
+}
+
+function encStr(s: string): Buffer {
+  const bytes = Buffer.from(s, 'utf8');
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(bytes.length);
+  return Buffer.concat([len, bytes]);
+}
+
+/** SHA-256 (hex) over tag, seq, at, type, actor, subject (presence byte), details, prev_hash; each length-prefixed. */
+export function eventHash(e: AuditEventFields): string {
+  const h = createHash('sha256');
+  h.update(encStr(EVENT_TAG));
+  h.update(encInt(e.seq));
+  h.update(encInt(e.at));
+  h.update(encStr(e.type));
+  h.update(encStr(e.actor));
+  if (e.subject === null) h.update(Buffer.from([0]));
+  else {
+    h.update(Buffer.from([1]));
+    h.update(encStr(e.subject));
+  }
+  h.update(encStr(e.details));
+  h.update(encStr(e.prevHash));
+  return h.digest('hex');
+}
+
+/** The bytes a checkpoint signature covers. */
+export function checkpointPayload(seq: number, headHash: string): Buffer {
+  return Buffer.concat([encStr(CHECKPOINT_TAG), encInt(seq), encStr(headHash)]);
+}
+
+const SECRET_KEY = /^(token|bearer|authorization|pin|so_?pin|password|passphrase|secret|private_?key|key_?bytes)$/i;
+const MAX_DEPTH = 16;
+
+/** Lone surrogates cannot be stored as UTF-8; they become U+FFFD before hashing, as the database would store them. NUL is refused by PostgreSQL text. */
+function wellFormed(s: string): string {
+  return s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\u0000/g, '\uFFFD');
+}
+
+/**
+ * Canonical JSON: object keys sorted, no whitespace, undefined and functions
+ * left out, Dates as ISO strings, bigints as strings, binary as its length
+ * only (never key bytes), fields with secret-like names redacted.
+ */
+export function canonicalJson(v: unknown, depth = 0): string {
+  if (depth > MAX_DEPTH) return '"[too deep]"';
+  if (v === null || v === undefined) return 'null';
+  switch (typeof v) {
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'number':
+      return Number.isFinite(v) ? JSON.stringify(v) : 'null';
+    case 'bigint':
+      return JSON.stringify(v.toString());
+    case 'string':
+      return JSON.stringify(wellFormed(v));
+    case 'object':
+      break;
+    default:
+      return 'null';
+  }
+  if (v instanceof Date) return isNaN(v.getTime()) ? 'null' : JSON.stringify(v.toISOString());
+  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return JSON.stringify(`[binary, ${(v as ArrayBuffer).byteLength} bytes]`);
+  if (Array.isArray(v)) return '[' + v.map((x) => canonicalJson(x, depth + 1)).join(',') + ']';
+  const obj = v as Record<string, unknown>;
+  const parts: string[] = [];
+  for (const k of Object.keys(obj).sort()) {
+    const x = obj[k];
+    if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue;
+    parts.push(JSON.stringify(wellFormed(k)) + ':' + (SECRET_KEY.test(k) ? '"[redacted]"' : canonicalJson(x, depth + 1)));
+  }
+  return '{' + parts.join(',') + '}';
+}
+
+// ------------------------------------------------------------ the log
+
+interface EventRow {
+  seq: number;
+  at: number;
+  type: string;
+  actor: string;
+  subject: string | null;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+interface Prepared {
+  at: number;
+  type: AuditEventType;
+  actor: string;
+  subject: string | null;
+  details: string;
+}
+
+interface Appended {
+  seq: number;
+  hash: string;
+}
+
+interface Pending extends Prepared {
+  resolve(a: Appended): void;
+  reject(e: unknown): void;
+}
+
+const MAX_BATCH = 500;
+/** pg_advisory_xact_lock key of the audit chain: the first 8 bytes of SHA-256("hsmca.audit_events"), signed. */
+export const PG_AUDIT_LOCK = '-7686973169200318172';
+const MAX_FORK_RETRIES = 5;
+
+function fieldsOf(r: EventRow): AuditEventFields {
+  return { seq: Number(r.seq), at: Number(r.at), type: r.type, actor: r.actor, subject: r.subject ?? null, details: r.details, prevHash: r.prev_hash };
+}
+
+function toEvent(r: EventRow): AuditEvent {
+  let details: unknown;
+  try {
+    details = JSON.parse(r.details);
+  } catch {
+    details = r.details;
+  }
+  return {
+    seq: Number(r.seq),
+    at: new Date(Number(r.at)),
+    type: r.type,
+    actor: r.actor,
+    subject: r.subject ?? null,
+    details,
+    hash: r.hash,
+    prevHash: r.prev_hash,
+  };
+}
+
+/** Gives the rows their seq and hashes, continuing the chain from `head`. */
+function chainRows(head: { seq: number; hash: string } | undefined, batch: Prepared[]): { rows: EventRow[]; out: Appended[] } {
+  let seq = head ? Number(head.seq) : 0;
+  let prev = head ? head.hash : ZERO_HASH;
+  const rows: EventRow[] = [];
+  const out: Appended[] = [];
+  for (const p of batch) {
+    seq += 1;
+    const hash = eventHash({ seq, at: p.at, type: p.type, actor: p.actor, subject: p.subject, details: p.details, prevHash: prev });
+    rows.push({ seq, at: p.at, type: p.type, actor: p.actor, subject: p.subject, details: p.details, prev_hash: prev, hash });
+    out.push({ seq, hash });
+    prev = hash;
+  }
+  return { rows, out };
+}
+
+/**
+ * The SQLite append, on a thread of its own (as issuance writes are): a
+ * commit waits for fsync and a busy writer lock waits in busy_timeout, and
+ * better-sqlite3 would do both on the event loop. The thread owns one
+ * connection and runs each batch as one BEGIN IMMEDIATE transaction: the
+ * write lock first, then the head, then the inserts. Its hash is the same
+ * encoding as `eventHash` (verify recomputes every hash with that one; the
+ * test vector in test/audit.test.ts pins both).
+ */
+const SQLITE_APPEND_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const Database = require(workerData.module);
+const db = new Database(workerData.filename, { fileMustExist: true });
+db.pragma('journal_mode = WAL');
+db.pragma('synchronous = FULL');
+db.pragma('busy_timeout = 10000');
+const head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+const insert = db.prepare('INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+const encInt = (n) => { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(n)); return b; };
+const encStr = (s) => { const bytes = Buffer.from(s, 'utf8'); const len = Buffer.alloc(4); len.writeUInt32BE(bytes.length); return Buffer.concat([len, bytes]); };
+function eventHash(seq, p, prevHash) {
+  const h = createHash('sha256');
+  h.update(encStr(${JSON.stringify(EVENT_TAG)}));
+  h.update(encInt(seq));
+  h.update(encInt(p.at));
+  h.update(encStr(p.type));
+  h.update(encStr(p.actor));
+  if (p.subject === null) h.update(Buffer.from([0]));
+  else { h.update(Buffer.from([1])); h.update(encStr(p.subject)); }
+  h.update(encStr(p.details));
+  h.update(encStr(prevHash));
+  return h.digest('hex');
+}
+const append = db.transaction((batch) => {
+  const last = head.get();
+  let seq = last ? Number(last.seq) : 0;
+  let prev = last ? last.hash : ${JSON.stringify(ZERO_HASH)};
+  const out = [];
+  for (const p of batch) {
+    seq += 1;
+    const hash = eventHash(seq, p, prev);
+    insert.run(seq, p.at, p.type, p.actor, p.subject, p.details, prev, hash);
+    out.push({ seq, hash });
+    prev = hash;
+  }
+  return out;
+});
+parentPort.on('message', ({ id, batch }) => {
+  try {
+    parentPort.postMessage({ id, out: append.immediate(batch) });
+  } catch (e) {
+    parentPort.postMessage({ id, error: { message: String(e && e.message), code: e && e.code } });
+  }
+});
+`;
+
+type ThreadReply = { id: number; out?: Appended[]; error?: { message: string; code?: string } };
+
+class SqliteAppendThread {
+  private worker?: Worker;
+  private next = 0;
+  private readonly pending = new Map<number, { resolve(out: Appended[]): void; reject(e: Error): void }>();
+
+  constructor(private readonly filename: string) {}
+
+  /** Started on first use; started again after it died (the batch it was writing failed). */
+  private thread(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(SQLITE_APPEND_WORKER, { eval: true, workerData: { filename: this.filename, module: require.resolve('better-sqlite3') } });
+    w.on('message', (m: ThreadReply) => {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (!p) return;
+      if (m.out) p.resolve(m.out);
+      else p.reject(Object.assign(new Error(m.error?.message ?? 'audit append failed'), { code: m.error?.code }));
+    });
+    const died = (e: Error) => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    };
+    w.on('error', died);
+    w.on('exit', () => died(new Error('the audit writer thread stopped')));
+    // after the listeners: adding a 'message' listener refs the worker again
+    w.unref();
+    this.worker = w;
+    return w;
+  }
+
+  run(batch: Prepared[]): Promise<Appended[]> {
+    return new Promise((resolve, reject) => {
+      const id = this.next++;
+      this.pending.set(id, { resolve, reject });
+      this.thread().postMessage({ id, batch });
+    });
+  }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    for (const p of this.pending.values()) p.reject(new Error('the audit log was closed'));
+    this.pending.clear();
+    await w?.terminate();
+  }
+}
+
+export class AuditLog {
+  private readonly knex: Knex;
+  private queue: Pending[] = [];
+  private scheduled = false;
+  private running = false;
+  private drained: (() => void)[] = [];
+  private checkpointing: Promise<unknown> = Promise.resolve();
+  private sqlite?: Promise<SqliteAppendThread>;
+  private closed = false;
+
+  constructor(
+    private readonly deps: {
+      db: Database;
+      clock: Clock;
+      log: Logger;
+      /** public keys of checkpoint signers, for verify() (the HSM: label -> SPKI) */
+      verifyKey?: AuditVerifyKey;
+    },
+  ) {
+    this.knex = deps.db.knex;
+  }
+
+  /** Appends an event; resolves once it is committed. Rejects with CaError (unavailable) when the database fails. */
+  record(e: AuditEventInput): Promise<void> {
+    return this.append(e).then(() => undefined);
+  }
+
+  /**
+   * Appends an 'auditCheckpoint' event and stores the signer's signature over
+   * its (seq, hash). Does nothing when the newest event is already the head
+   * of a checkpoint (an idle log gains no events from the timer).
+   */
+  checkpoint(signer: Signer): Promise<void> {
+    const run = this.checkpointing.then(() => this.signCheckpoint(signer));
+    this.checkpointing = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * record() for hooks that must not fail the operation they report: a
+   * failure is logged (error level, with the event type and subject) instead.
+   */
+  async tryRecord(e: AuditEventInput): Promise<void> {
+    try {
+      await this.record(e);
+    } catch (err) {
+      this.deps.log.error('audit: event not recorded', { type: e.type, subject: e.subject, error: (err as Error)?.message ?? String(err) });
+    }
+  }
+
+  /** Resolves when every event recorded so far has been written (or has failed). */
+  flush(): Promise<void> {
+    if (!this.running && !this.scheduled && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
+  /** Writes what is queued, then stops the SQLite writer thread; call before closing the database. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+    const t = this.sqlite;
+    this.sqlite = undefined;
+    if (t) await (await t.catch(() => undefined))?.close();
+  }
+
+  /** Oldest first, after `afterSeq`; `lastSeq` continues the listing. */
+  async list(q: { limit: number; afterSeq?: number }): Promise<{ items: AuditEvent[]; lastSeq?: number; more: boolean }> {
+    try {
+      let query = this.knex<EventRow>('audit_events');
+      if (q.afterSeq !== undefined) query = query.where('seq', '>', q.afterSeq);
+      const rows: EventRow[] = await query.orderBy('seq', 'asc').limit(q.limit + 1);
+      const more = rows.length > q.limit;
+      const page = rows.slice(0, q.limit);
+      return { items: page.map(toEvent), lastSeq: page.length ? Number(page[page.length - 1].seq) : undefined, more };
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  /** verifyAuditChain with the key lookup this log was given. */
+  verify(): Promise<AuditVerifyResult> {
+    return verifyAuditChain(this.deps.db, this.deps.verifyKey);
+  }
+
+  // ------------------------------------------------------------ appending
+
+  private append(e: AuditEventInput): Promise<Appended> {
+    if (this.closed) return Promise.reject(new CaError('unavailable', 'databaseUnavailable', 'the audit log is closed'));
+    let p: Prepared;
+    try {
+      p = this.prepare(e);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<Appended>((resolve, reject) => {
+      this.queue.push({ ...p, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private prepare(e: AuditEventInput): Prepared {
+    if (!(AUDIT_EVENT_TYPES as readonly string[]).includes(e.type)) throw new CaError('internal', 'internalError', `unknown audit event type "${String(e.type)}"`);
+    const actor = Array.from(wellFormed(String(e.actor ?? '') || 'unknown')).slice(0, 255).join('');
+    const subject = e.subject === undefined || e.subject === null ? null : wellFormed(String(e.subject));
+    const details = canonicalJson(e.details ?? {});
+    return { at: this.deps.clock.now().getTime(), type: e.type, actor, subject, details };
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.drain();
+    });
+  }
+
+  /** Writes the queue, one transaction per batch, until it is empty. */
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, MAX_BATCH);
+        try {
+          const out = await this.appendBatch(batch);
+          this.deps.log.debug('audit: appended', { events: batch.length, lastSeq: out[out.length - 1].seq });
+          batch.forEach((p, i) => p.resolve(out[i]));
+        } catch (e) {
+          this.deps.log.error('audit: append failed', { events: batch.length, error: (e as Error)?.message ?? String(e) });
+          const err = storageError(e);
+          for (const p of batch) p.reject(err);
+        }
+      }
+    } finally {
+      this.running = false;
+      if (this.queue.length > 0) this.schedule();
+      else for (const d of this.drained.splice(0)) d();
+    }
+  }
+
+  /** One transaction: take the write lock, read the head, insert the batch after it. */
+  private async appendBatch(batch: Prepared[]): Promise<Appended[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return this.deps.db.kind === 'sqlite' ? await this.appendSqlite(batch) : await this.appendPostgres(batch);
+      } catch (e) {
+        // A fork attempt (someone appended after the same head): read the new head and go again.
+        if (isUniqueViolation(e) && attempt < MAX_FORK_RETRIES) continue;
+        throw e;
+      }
+    }
+  }
+
+  private async appendSqlite(batch: Prepared[]): Promise<Appended[]> {
+    if (!this.sqlite) {
+      const starting = (async () => {
+        // the file this database was opened on (better-sqlite3's Database#name)
+        const client = this.knex.client as { acquireConnection(): Promise<{ name: string }>; releaseConnection(c: unknown): Promise<unknown> };
+        const conn = await client.acquireConnection();
+        try {
+          return new SqliteAppendThread(conn.name);
+        } finally {
+          await client.releaseConnection(conn);
+        }
+      })();
+      starting.catch(() => {
+        if (this.sqlite === starting) this.sqlite = undefined;
+      });
+      this.sqlite = starting;
+    }
+    const thread = await this.sqlite;
+    // only the event fields cross to the thread (not the callers' resolve/reject)
+    return thread.run(batch.map(({ at, type, actor, subject, details }) => ({ at, type, actor, subject, details })));
+  }
+
+  private async appendPostgres(batch: Prepared[]): Promise<Appended[]> {
+    return this.knex.transaction(async (trx) => {
+      await trx.raw(`SELECT pg_advisory_xact_lock((${PG_AUDIT_LOCK})::bigint)`);
+      const head = await trx('audit_events').orderBy('seq', 'desc').first<{ seq: number; hash: string } | undefined>('seq', 'hash');
+      const { rows, out } = chainRows(head, batch);
+      for (let i = 0; i < rows.length; i += 500) await trx('audit_events').insert(rows.slice(i, i + 500));
+      return out;
+    });
+  }
+
+  // ------------------------------------------------------------ checkpoints
+
+  private async signCheckpoint(signer: Signer): Promise<void> {
+    await this.flush();
+    let head: { seq: number; hash: string } | undefined;
+    let last: { seq: number; head_hash: string } | undefined;
+    try {
+      head = await this.knex('audit_events').orderBy('seq', 'desc').first('seq', 'hash');
+      last = await this.knex('audit_checkpoints').orderBy('seq', 'desc').first('seq', 'head_hash');
+    } catch (e) {
+      throw storageError(e);
+    }
+    if (head && last && Number(last.seq) === Number(head.seq) && last.head_hash === head.hash) return;
+    const { seq, hash } = await this.append({
+      type: 'auditCheckpoint',
+      actor: 'system',
+      subject: signer.label,
+      details: { previousCheckpoint: last ? { seq: Number(last.seq), headHash: last.head_hash } : null },
+    });
+    const payload = checkpointPayload(seq, hash);
+    const signature = await signer.sign(payload);
+    if (!signatureValid(signer.publicKey, payload, signature)) {
+      throw new CaError('internal', 'internalError', `the audit checkpoint signature by key ${signer.label} does not verify`);
+    }
+    const at = this.deps.clock.now().getTime();
+    try {
+      await this.knex('audit_checkpoints').insert({ seq, head_hash: hash, signature, key_label: signer.label, at });
+    } catch (e) {
+      throw storageError(e);
+    }
+    // The copy kept elsewhere: with it, a rolled-back or truncated log is caught too.
+    this.deps.log.info('audit checkpoint', { seq, headHash: hash, keyLabel: signer.label, signature: signature.toString('base64') });
+  }
+}
+
+/** An Hsm that records 'keyGenerated' (label, algorithm, public key SHA-256; never key material) for every key it generates. */
+export class KeyAuditingHsm implements Hsm {
+  constructor(
+    private readonly inner: Hsm,
+    private readonly audit: AuditLog,
+  ) {}
+
+  get kind() {
+    return this.inner.kind;
+  }
+
+  async generateKey(label: string, algorithm: KeyAlgorithm): Promise<KeyInfo> {
+    const key = await this.inner.generateKey(label, algorithm);
+    await this.audit.tryRecord({
+      type: 'keyGenerated',
+      actor: 'system',
+      subject: label,
+      details: { algorithm, hsm: this.inner.kind, publicKeySha256: createHash('sha256').update(key.publicKey).digest('hex') },
+    });
+    return key;
+  }
+
+  getKey(label: string): Promise<KeyInfo | undefined> {
+    return this.inner.getKey(label);
+  }
+
+  listKeys(): Promise<KeyInfo[]> {
+    return this.inner.listKeys();
+  }
+
+  signer(label: string): Promise<Signer> {
+    return this.inner.signer(label);
+  }
+
+  health(): Promise<HsmHealth> {
+    return this.inner.health();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+// ------------------------------------------------------------ verification
+
+function hashOfKey(key: KeyObject): 'sha256' | 'sha384' | undefined {
+  if (key.asymmetricKeyType === 'rsa') return keyAlgorithmInfo('rsa-2048').hash;
+  if (key.asymmetricKeyType === 'ec') {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    if (curve === 'prime256v1') return keyAlgorithmInfo('ecdsa-p256').hash;
+    if (curve === 'secp384r1') return keyAlgorithmInfo('ecdsa-p384').hash;
+  }
+  return undefined;
+}
+
+/** ECDSA (DER signature) or RSA PKCS#1 v1.5, with the hash of the key's algorithm. */
+function signatureValid(spki: Buffer, data: Buffer, signature: Buffer): boolean {
+  try {
+    const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    const hash = hashOfKey(key);
+    if (!hash) return false;
+    return cryptoVerify(hash, data, { key, dsaEncoding: 'der' }, signature);
+  } catch {
+    return false;
+  }
+}
+
+interface CheckpointRow {
+  id: number;
+  seq: number;
+  head_hash: string;
+  signature: Buffer;
+  key_label: string;
+}
+
+const PAGE = 1000;
+
+/**
+ * Walks the chain in seq order and names the first bad record:
+ *  - a gap in seq, or a prev_hash that names no stored event after renumbered
+ *    rows                                                  -> 'removed'
+ *  - a prev_hash naming another stored event               -> 'reordered'
+ *  - a prev_hash naming the event before the previous one (the previous
+ *    event was put in between)                             -> 'inserted'
+ *  - a stored hash that is not the hash of the row         -> 'changed'
+ *  - a prev_hash naming no stored event while the row itself hashes right
+ *    (the previous event and its stored hash were rewritten)
+ *                                                          -> 'changed' (the previous)
+ * and checks each checkpoint: its signature with the key `verifyKey` gives
+ * for its label ('badCheckpoint'; skipped when verifyKey is not given), that
+ * its event exists ('removed': the log was cut after it) and that its signed
+ * head is the event's hash now ('changed': the chain was recomputed after a
+ * change; the first event after the previous good checkpoint is named).
+ */
+export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey): Promise<AuditVerifyResult> {
+  const knex = db.knex;
+  const bad = (firstBadSeq: number, problem: AuditVerifyProblem, message: string): AuditVerifyResult => ({ ok: false, firstBadSeq, problem, message });
+  const keys = new Map<string, Buffer | undefined>();
+  /** undefined when the signature is good (or cannot be checked: no verifyKey) */
+  const signatureProblem = async (cp: CheckpointRow): Promise<string | undefined> => {
+    if (!verifyKey) return undefined;
+    if (!keys.has(cp.key_label)) {
+      try {
+        keys.set(cp.key_label, await verifyKey(cp.key_label));
+      } catch (e) {
+        throw new CaError('unavailable', 'hsmUnavailable', `cannot read the public key "${cp.key_label}" from the HSM: ${(e as Error)?.message ?? String(e)}`);
+      }
+    }
+    const spki = keys.get(cp.key_label);
+    if (!spki) return `checkpoint ${cp.id} (event ${cp.seq}) names key "${cp.key_label}", which the HSM does not hold`;
+    if (!signatureValid(spki, checkpointPayload(Number(cp.seq), cp.head_hash), Buffer.from(cp.signature))) {
+      return `checkpoint ${cp.id} (event ${cp.seq}): the signature by key "${cp.key_label}" does not verify: the checkpoint is forged or was altered`;
+    }
+    return undefined;
+  };
+
+  let checkpoints: CheckpointRow[];
+  try {
+    checkpoints = (await knex('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'head_hash', 'signature', 'key_label')).map(
+      (c: CheckpointRow) => ({ ...c, id: Number(c.id), seq: Number(c.seq) }),
+    );
+  } catch (e) {
+    throw storageError(e);
+  }
+
+  let ci = 0;
+  let lastGoodCheckpoint = 0;
+  let prev: EventRow | undefined;
+  let events = 0;
+  let after: number | undefined;
+  for (;;) {
+    let rows: EventRow[];
+    try {
+      let q = knex<EventRow>('audit_events');
+      if (after !== undefined) q = q.where('seq', '>', after);
+      rows = await q.orderBy('seq', 'asc').limit(PAGE);
+    } catch (e) {
+      throw storageError(e);
+    }
+    for (const raw of rows) {
+      const r: EventRow = { ...raw, seq: Number(raw.seq), at: Number(raw.at), subject: raw.subject ?? null };
+      events++;
+      const expectedSeq = prev ? prev.seq + 1 : 1;
+      if (r.seq < expectedSeq) return bad(r.seq, 'inserted', `event ${r.seq} is before the first event of the log (seq 1)`);
+      if (r.seq > expectedSeq) {
+        return bad(expectedSeq, 'removed', expectedSeq === r.seq - 1 ? `event ${expectedSeq} is missing` : `events ${expectedSeq} to ${r.seq - 1} are missing`);
+      }
+      const hashOk = eventHash(fieldsOf(r)) === r.hash;
+      const expectedPrev = prev ? prev.hash : ZERO_HASH;
+      if (r.prev_hash !== expectedPrev) {
+        if (prev && r.prev_hash === prev.prev_hash) {
+          return bad(prev.seq, 'inserted', `event ${prev.seq} was inserted: event ${r.seq} follows event ${prev.seq - 1} directly`);
+        }
+        let linked: { seq: number } | undefined;
+        try {
+          linked = await knex('audit_events').where({ hash: r.prev_hash }).first('seq');
+        } catch (e) {
+          throw storageError(e);
+        }
+        if (linked) {
+          return bad(r.seq, 'reordered', `event ${r.seq} follows event ${Number(linked.seq)}, not event ${r.seq - 1}: events were reordered`);
+        }
+        if (hashOk && prev) {
+          return bad(prev.seq, 'changed', `event ${prev.seq} was changed: event ${r.seq} was chained to a different event ${prev.seq}`);
+        }
+        return bad(r.seq, 'removed', `event ${r.seq} was chained to an event that is no longer in the log: events before it were removed`);
+      }
+      if (!hashOk) return bad(r.seq, 'changed', `event ${r.seq} was changed: its content no longer has its recorded hash`);
+
+      while (ci < checkpoints.length && checkpoints[ci].seq <= r.seq) {
+        const cp = checkpoints[ci++];
+        const sigProblem = await signatureProblem(cp);
+        if (sigProblem) return bad(cp.seq, 'badCheckpoint', sigProblem);
+        if (cp.seq !== r.seq) return bad(cp.seq, 'badCheckpoint', `checkpoint ${cp.id} names event ${cp.seq}, which no log can have`);
+        if (cp.head_hash !== r.hash) {
+          const from = lastGoodCheckpoint + 1;
+          return bad(
+            from,
+            'changed',
+            `the chain no longer leads to the head signed at event ${cp.seq} (checkpoint ${cp.id}): an event in ${from}..${cp.seq} was changed and the hashes after it recomputed`,
+          );
+        }
+        lastGoodCheckpoint = r.seq;
+      }
+      prev = r;
+    }
+    if (rows.length < PAGE) break;
+    after = Number(rows[rows.length - 1].seq);
+  }
+
+  // Checkpoints past the end: a signed head that is no longer in the log.
+  for (; ci < checkpoints.length; ci++) {
+    const cp = checkpoints[ci];
+    const sigProblem = await signatureProblem(cp);
+    if (sigProblem) return bad(cp.seq, 'badCheckpoint', sigProblem);
+    const first = (prev?.seq ?? 0) + 1;
+    return bad(first, 'removed', `checkpoint ${cp.id} signed event ${cp.seq}, but the log ends at ${prev?.seq ?? 0}: events from ${first} on were removed`);
+  }
+  return { ok: true, events, checkpoints: checkpoints.length };
+}

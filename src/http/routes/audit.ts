@@ -1,0 +1,60 @@
+import { Router } from 'express';
+import type { RequestHandler } from 'express';
+import { AuditEvent, AuditLog } from '../../audit/audit-log';
+import { CaError } from '../../errors';
+
+const MAX_LIMIT = 500;
+
+/** The API form of an audit event. */
+export function auditEventJson(e: AuditEvent) {
+  return {
+    seq: e.seq,
+    at: e.at.toISOString(),
+    type: e.type,
+    actor: e.actor,
+    subject: e.subject,
+    details: e.details,
+    hash: e.hash,
+    prevHash: e.prevHash,
+  };
+}
+
+function encodeCursor(seq: number): string {
+  return Buffer.from(`a1:${seq}`).toString('base64url');
+}
+
+function decodeCursor(c: unknown): number | undefined {
+  if (c === undefined || c === '') return undefined;
+  const m = typeof c === 'string' ? Buffer.from(c, 'base64url').toString('latin1').match(/^a1:(\d{1,15})$/) : null;
+  if (!m) throw new CaError('badRequest', 'invalidCursor', 'cursor is not one this API returned');
+  return Number(m[1]);
+}
+
+/**
+ * GET /api/v1/audit: the audit log, oldest first (the order of the chain,
+ * so a page can be checked link by link and a reader can continue where it
+ * stopped). GET /api/v1/audit/verify: the chain and its signed checkpoints
+ * checked end to end. Both for admins only.
+ */
+export function auditRoutes(audit: AuditLog, adminOnly: RequestHandler): Router {
+  const r = Router();
+
+  r.get('/api/v1/audit', adminOnly, async (req, res) => {
+    let limit = 50;
+    if (req.query.limit !== undefined) {
+      const l = String(req.query.limit);
+      if (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > MAX_LIMIT) {
+        throw new CaError('badRequest', 'invalidLimit', `limit must be 1 to ${MAX_LIMIT}`);
+      }
+      limit = Number(l);
+    }
+    const page = await audit.list({ limit, afterSeq: decodeCursor(req.query.cursor) });
+    res.json({ items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor(page.lastSeq) : null });
+  });
+
+  r.get('/api/v1/audit/verify', adminOnly, async (_req, res) => {
+    res.json(await audit.verify());
+  });
+
+  return r;
+}
