@@ -44,6 +44,11 @@ describe.each(backends({ pkcs11: false }))('crash safety under SIGKILL ($name)',
         if (round === ROUNDS) {
           await verify(url, token, received, revoked);
           await stopServer(child, 'SIGTERM');
+          // the audit chain, with its HSM-signed checkpoints, still verifies
+          const { spawnSync } = await import('node:child_process');
+          const v = spawnSync(process.execPath, [BIN, 'audit', 'verify'], { env, encoding: 'utf8', timeout: 60000 });
+          expect(v.stdout).toMatch(/audit chain OK: \d+ events, [1-9]\d* checkpoints/);
+          expect(v.status).toBe(0);
           break;
         }
         let stop = false;
@@ -123,6 +128,17 @@ async function verify(url: string, token: string, received: Map<string, string>,
     cursor = b.nextCursor;
   } while (cursor);
   for (const s of received.keys()) expect(seen.has(s)).toBe(true);
+  // every certificate a client received was audited before it was answered
+  const audited = new Set<string>();
+  let auditCursor: string | null = null;
+  do {
+    const r: Response = await fetch(`${url}/api/v1/audit?limit=500${auditCursor ? `&cursor=${auditCursor}` : ''}`, { headers: h });
+    expect(r.status).toBe(200);
+    const b = (await r.json()) as any;
+    for (const e of b.items) if (e.type === 'certificateIssued') audited.add(e.subject);
+    auditCursor = b.nextCursor;
+  } while (auditCursor);
+  for (const s of received.keys()) expect(audited.has(s)).toBe(true);
 }
 
 async function startServer(env: Record<string, string>, url: string): Promise<ChildProcess> {
