@@ -1,0 +1,89 @@
+/**
+ * How much of the machine was busy with work that is not the benchmark's:
+ * the CPU time of the whole machine (/proc/stat) less that of the benchmark's
+ * own process tree (this process and every descendant: servers under test,
+ * their workers, the load generator), over a measured run. A figure taken
+ * while other processes kept the CPUs busy is lower than the machine can do;
+ * the report says so. Linux only; elsewhere it reports nothing.
+ */
+import * as fs from 'node:fs';
+
+export interface CpuSnapshot {
+  at: number;
+  /** busy and total jiffies of all CPUs */
+  busy: number;
+  total: number;
+  /** utime + stime jiffies of the benchmark's process tree */
+  bench: number;
+}
+
+export interface CpuUse {
+  /** CPUs' worth of time used by everything */
+  busyCores: number;
+  /** CPUs' worth of time used by the benchmark's processes */
+  benchCores: number;
+  /** CPUs' worth of time used by other processes on the machine */
+  otherCores: number;
+}
+
+const CLK_TCK = 100;
+
+function machine(): { busy: number; total: number } | undefined {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'latin1').split('\n')[0];
+    // cpu user nice system idle iowait irq softirq steal (guest time is already in user)
+    const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const total = v.reduce((a, b) => a + b, 0);
+    return { busy: total - v[3] - v[4], total };
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of this process and all its descendants, in jiffies. */
+function treeTicks(root: number): number {
+  const children = new Map<number, number[]>();
+  const ticks = new Map<number, number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // the command name may hold spaces and parentheses: fields start after the last ')'
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const pid = Number(name);
+    const ppid = Number(f[1]);
+    ticks.set(pid, Number(f[11]) + Number(f[12]));
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  let sum = 0;
+  const stack = [root];
+  while (stack.length) {
+    const p = stack.pop()!;
+    sum += ticks.get(p) ?? 0;
+    for (const c of children.get(p) ?? []) stack.push(c);
+  }
+  return sum;
+}
+
+export function cpuSnapshot(): CpuSnapshot | undefined {
+  const m = machine();
+  if (!m) return undefined;
+  return { at: performance.now(), busy: m.busy, total: m.total, bench: treeTicks(process.pid) };
+}
+
+/** CPU use between two snapshots; undefined when /proc is not there. */
+export function cpuUse(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): CpuUse | undefined {
+  if (!a || !b || b.total <= a.total) return undefined;
+  const seconds = (b.at - a.at) / 1000;
+  const busyCores = (b.busy - a.busy) / CLK_TCK / seconds;
+  // a process that exited during the interval takes its ticks with it: never below zero
+  const benchCores = Math.max(0, (b.bench - a.bench) / CLK_TCK / seconds);
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return { busyCores: r(busyCores), benchCores: r(benchCores), otherCores: r(Math.max(0, busyCores - benchCores)) };
+}
