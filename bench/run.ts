@@ -9,7 +9,7 @@
  *
  * Options:
  *   --quick              short runs, 1 run per figure, CRL up to 100k, scale 10k vs 100k
- *   --only=a,b           phases to run: hsm, issuance, ocsp, crl, scale (default all)
+ *   --only=a,b           phases to run: hsm, pkcs11, issuance, ocsp, crl, scale (default all)
  *   --no-peers           skip cfssl and openssl
  *   --profile            also profile the hsmca server (node --cpu-prof) under issuance and OCSP load
  *   --out=FILE           results file (default bench/results.json)
@@ -51,7 +51,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 // ------------------------------------------------------------------ settings
 
-const PHASES = ['hsm', 'issuance', 'ocsp', 'crl', 'scale'] as const;
+const PHASES = ['hsm', 'pkcs11', 'issuance', 'ocsp', 'crl', 'scale'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Settings {
@@ -246,6 +246,7 @@ interface Results {
   };
   notes: string[];
   hsm?: HsmResult;
+  pkcs11?: Pkcs11Result | { skipped: string };
   issuance?: IssuanceRow[];
   ocsp?: OcspRow[];
   crl?: CrlRow[];
@@ -389,6 +390,37 @@ async function phaseHsm(s: Settings): Promise<HsmResult> {
   const soft = summarize(rounds.map((r) => r.softPerSec));
   progress(`  raw ${fmt(raw)}/s, SoftHsm ${fmt(soft)}/s`);
   return { seconds: s.hsmSeconds, raw, soft, ratio: ratio(soft.median, raw.median) };
+}
+
+interface Pkcs11Result {
+  module: string;
+  bare: Summary;
+  backend: Summary;
+  ratio: number;
+}
+
+/**
+ * 1b. The PKCS#11 backend's signatures/s on a SoftHSM2 token against a bare
+ * pkcs11js C_Sign loop on the same token, in one fresh process
+ * (bench/pkcs11-sign.ts), each round taking both in turn.
+ */
+async function phasePkcs11(s: Settings): Promise<Pkcs11Result | { skipped: string }> {
+  const hasSoftHsm = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so'].some((p) => fs.existsSync(p));
+  if (!hasSoftHsm && !process.env.HSMCA_BENCH_PKCS11_MODULE) {
+    progress('1b. PKCS#11: SoftHSM2 not found, skipped (apt-get install -y softhsm2)');
+    return { skipped: 'SoftHSM2 not found (apt-get install -y softhsm2)' };
+  }
+  progress(`1b. PKCS#11: backend vs bare pkcs11js C_Sign loop on one SoftHSM2 token, ${s.runs} x ${s.hsmSeconds} s each`);
+  const { execFileSync } = await import('node:child_process');
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'pkcs11-sign.js'), String(s.hsmSeconds), '64', '16', String(s.runs), '2'], {
+    encoding: 'utf8',
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const r = JSON.parse(out) as { module: string; samples: { what: string; signaturesPerSecond: number }[] };
+  const bare = summarize(r.samples.filter((x) => x.what.startsWith('bare')).map((x) => x.signaturesPerSecond));
+  const backend = summarize(r.samples.filter((x) => !x.what.startsWith('bare')).map((x) => x.signaturesPerSecond));
+  progress(`  bare ${fmt(bare)}/s, backend ${fmt(backend)}/s`);
+  return { module: r.module, bare, backend, ratio: ratio(backend.median, bare.median) ?? 0 };
 }
 
 interface Shared {
@@ -875,6 +907,22 @@ function report(r: Results, write: (l: string) => void): void {
       write,
     );
   }
+  if (r.pkcs11) {
+    write('');
+    if ('skipped' in r.pkcs11) write(`1b. PKCS#11 signing — skipped: ${r.pkcs11.skipped}`);
+    else {
+      write(`1b. PKCS#11 signing — P-256 signatures/s on one SoftHSM2 token (${r.pkcs11.module})`);
+      table(
+        [
+          ['path', 'signatures/s'],
+          ['bare pkcs11js C_SignInit/C_Sign loop, one session', fmt(r.pkcs11.bare)],
+          ['hsmca PKCS#11 backend as configured (16 sessions, 2 signing threads), 64 in flight', fmt(r.pkcs11.backend)],
+          ['ratio backend / bare (target >= 0.80)', fmtRatio(r.pkcs11.ratio)],
+        ],
+        write,
+      );
+    }
+  }
   if (r.issuance) {
     write('');
     write(`2. Issuance — POST /api/v1/certificates vs cfssl serve /api/v1/cfssl/sign (certificates/s, latency ms, ${m.settings.durationSec} s per run)`);
@@ -1023,6 +1071,7 @@ async function main(): Promise<void> {
   const sh: Shared = { lg, s, peers: o.peers, tools, notes };
   try {
     if (o.phases.has('hsm')) results.hsm = await phaseHsm(s);
+    if (o.phases.has('pkcs11')) results.pkcs11 = await phasePkcs11(s);
     if (o.phases.has('issuance')) results.issuance = await phaseIssuance(sh);
     if (o.phases.has('ocsp')) results.ocsp = await phaseOcsp(sh);
     await sh.cfsslServe?.stop();
