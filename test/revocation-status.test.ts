@@ -190,6 +190,32 @@ describe.each(backends())('OCSP and CRLs ($name)', (backend) => {
     expect(found).toBe(true);
   });
 
+  it('drops expired certificates from the CRL (retention 0) and keeps the valid ones', async () => {
+    const k = ca.svc.core.db.knex;
+    const row = (serial: string, notAfter: number) => ({
+      serial,
+      state: 'issued',
+      profile: 'tls-server',
+      subject: '',
+      sans: '{"dns":[],"ip":[],"email":[],"uri":[]}',
+      not_before: Date.now() - 90 * 86400_000,
+      not_after: notAfter,
+      der: Buffer.from([0x30, 0x00]),
+      created_at: Date.now(),
+      revoked_at: Date.now() - 3600_000,
+      revocation_reason: 1,
+    });
+    await k('certificates').insert([row('7e57ed0ff1ce0001', Date.now() - 86400_000), row('7e57ed0ff1ce0002', Date.now() + 86400_000)]);
+    const before = (await ca.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber;
+    const der = Buffer.from(await (await fetch(`${ca.url}/crl`)).arrayBuffer());
+    const text = run('openssl', ['crl', '-inform', 'DER', '-in', writeTemp('ret.der', der), '-noout', '-text']);
+    expect(text).toContain('7E57ED0FF1CE0002');
+    expect(text).not.toContain('7E57ED0FF1CE0001');
+    // the CRL number only grows
+    const after = (await ca.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber;
+    expect(after).toBeGreaterThan(before);
+  });
+
   it('refresh needs the admin role', async () => {
     const requester = (await ca.svc.core.tokens.create({ role: 'requester', name: 'r' })).token;
     const r = await ca.api('POST', '/api/v1/crl/refresh', { token: requester, body: {} });

@@ -56,11 +56,15 @@ describe('start-up and restart', () => {
     const { csr } = makeCsr({ sans: 'DNS:persist.example' });
     const issued = await first.api('POST', '/api/v1/certificates', { body: { csr } });
     expect(issued.status).toBe(201);
+    const crlBefore = (await first.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber as number;
     await first.stop();
     const token = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8');
     const second = await startTestCa(backend, { dataDir, keepData: true });
     const ca2 = await second.api('GET', '/api/v1/ca');
     expect(ca2.body).toEqual(ca1.body);
+    // CRL numbers keep growing across restarts
+    const n1 = (await second.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber;
+    expect(n1).toBeGreaterThan(crlBefore);
     expect(fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8')).toBe(token);
     const again = await second.api('GET', `/api/v1/certificates/${issued.body.serialNumber}`);
     expect(again.status).toBe(200);
