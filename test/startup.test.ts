@@ -99,6 +99,42 @@ describe('start-up and restart', () => {
     await expect(openCore(loadConfig({ HSMCA_DATA_DIR: d }), { log: silentLogger })).rejects.toThrow(/^HSMCA_DATA_DIR: .* is accessible to other users/);
   });
 
+  it('finishes in-flight requests on a graceful stop, then accepts no more', async () => {
+    const ca = await startTestCa(backend);
+    const body = JSON.stringify({ csr: makeCsr({ sans: 'DNS:graceful.example' }).csr });
+    const http = await import('node:http');
+    // A request whose body is still arriving when the stop begins.
+    const req = http.request(`${ca.url}/api/v1/certificates`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ca.adminToken}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    });
+    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+      req.on('response', (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+    });
+    req.write(body.slice(0, 100));
+    for (let i = 0; i < 500; i++) {
+      const n = await new Promise<number>((r) => ca.svc.server.getConnections((_e, c) => r(c)));
+      if (n > 0) break;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    const stopping = ca.svc.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    // no new connections once stopping
+    await expect(fetch(`${ca.url}/healthz`)).rejects.toThrow();
+    req.end(body.slice(100));
+    const res = await answer;
+    expect(res.status).toBe(201);
+    expect(JSON.parse(res.text).certificate).toMatch(/BEGIN CERTIFICATE/);
+    await stopping;
+    await ca.stop();
+  });
+
   it('answers 503 when the HSM or the database is down, and records nothing half-written', async () => {
     const ca = await startTestCa(backend);
     const { csr } = makeCsr({ sans: 'DNS:down.example' });
