@@ -131,10 +131,14 @@ export function readCertificate(cert: Buffer): CertificateBasics {
   };
 }
 
-/** The subjectPublicKey bits of a DER SubjectPublicKeyInfo. */
+/** The subjectPublicKey BIT STRING contents (without the unused-bits octet) of a DER SubjectPublicKeyInfo. */
 export function spkiKeyBits(spki: Buffer): Buffer {
-  const bitsEl = der.children(der.readTop(spki))[1];
-  return der.content(bitsEl).subarray(1);
+  const top = der.expect(der.readTop(spki), der.Tag.SEQUENCE, 'SubjectPublicKeyInfo');
+  const parts = der.children(top, 2);
+  if (parts.length !== 2) throw new der.DerError('bad SubjectPublicKeyInfo');
+  const b = der.content(der.expect(parts[1], der.Tag.BIT_STRING, 'subjectPublicKey'));
+  if (b.length < 2 || b[0] !== 0) throw new der.DerError('bad subjectPublicKey');
+  return b.subarray(1);
 }
 
 /** A Name of CN and O, UTF8String, for the CA's own certificates. */

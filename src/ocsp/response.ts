@@ -33,6 +33,7 @@
 import { createHash } from 'node:crypto';
 import * as der from '../asn1/der';
 import { OID } from '../asn1/oids';
+import { spkiKeyBits } from '../ca/certificate';
 import type { Signer } from '../hsm/hsm';
 import { keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { OCSP_HASH_OID, OcspHash, CertIdRequest } from './request';
@@ -109,15 +110,7 @@ export interface ResponderIdentity {
   extraCerts?: Buffer[];
 }
 
-/** The subjectPublicKey BIT STRING contents (without the unused-bits octet) of a DER SubjectPublicKeyInfo. */
-export function spkiKeyBits(spki: Buffer): Buffer {
-  const top = der.expect(der.readTop(spki), der.Tag.SEQUENCE, 'SubjectPublicKeyInfo');
-  const parts = der.children(top, 2);
-  if (parts.length !== 2) throw new der.DerError('bad SubjectPublicKeyInfo');
-  const b = der.content(der.expect(parts[1], der.Tag.BIT_STRING, 'subjectPublicKey'));
-  if (b.length < 2 || b[0] !== 0) throw new der.DerError('bad subjectPublicKey');
-  return b.subarray(1);
-}
+export { spkiKeyBits };
 
 /** responderID byKey ([2] EXPLICIT KeyHash), cached per public key buffer */
 const responderIdCache = new WeakMap<Buffer, Buffer>();

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { RequestHandler } from 'express';
 import { AuditEvent, AuditLog } from '../../audit/audit-log';
 import { CaError } from '../../errors';
+import { decodeCursor, encodeCursor } from '../cursor';
 
 const MAX_LIMIT = 500;
 
@@ -17,17 +18,6 @@ export function auditEventJson(e: AuditEvent) {
     hash: e.hash,
     prevHash: e.prevHash,
   };
-}
-
-function encodeCursor(seq: number): string {
-  return Buffer.from(`a1:${seq}`).toString('base64url');
-}
-
-function decodeCursor(c: unknown): number | undefined {
-  if (c === undefined || c === '') return undefined;
-  const m = typeof c === 'string' ? Buffer.from(c, 'base64url').toString('latin1').match(/^a1:(\d{1,15})$/) : null;
-  if (!m) throw new CaError('badRequest', 'invalidCursor', 'cursor is not one this API returned');
-  return Number(m[1]);
 }
 
 /**
@@ -48,8 +38,8 @@ export function auditRoutes(audit: AuditLog, adminOnly: RequestHandler): Router 
       }
       limit = Number(l);
     }
-    const page = await audit.list({ limit, afterSeq: decodeCursor(req.query.cursor) });
-    res.json({ items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor(page.lastSeq) : null });
+    const page = await audit.list({ limit, afterSeq: decodeCursor('a1', req.query.cursor) });
+    res.json({ items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor('a1', page.lastSeq) : null });
   });
 
   r.get('/api/v1/audit/verify', adminOnly, async (_req, res) => {

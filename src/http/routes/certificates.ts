@@ -6,6 +6,7 @@ import { REASON_NAMES, RevocationService } from '../../ca/revocation';
 import { CaError } from '../../errors';
 import { CertificateRecord, CertificateStore } from '../../storage/certificate-store';
 import { principalOf } from '../auth';
+import { decodeCursor, encodeCursor } from '../cursor';
 import type { RequestHandler } from 'express';
 
 export interface CertificateRoutesDeps {
@@ -42,17 +43,6 @@ export function recordJson(r: CertificateRecord) {
 
 const MAX_LIMIT = 500;
 
-function encodeCursor(id: number): string {
-  return Buffer.from(`c1:${id}`).toString('base64url');
-}
-
-function decodeCursor(c: unknown): number | undefined {
-  if (c === undefined || c === '') return undefined;
-  const m = typeof c === 'string' ? Buffer.from(c, 'base64url').toString('latin1').match(/^c1:(\d{1,15})$/) : null;
-  if (!m) throw new CaError('badRequest', 'invalidCursor', 'cursor is not one this API returned');
-  return Number(m[1]);
-}
-
 export function certificateRoutes(d: CertificateRoutesDeps): Router {
   const r = Router();
 
@@ -84,9 +74,9 @@ export function certificateRoutes(d: CertificateRoutesDeps): Router {
       status: status ? (status as 'good' | 'revoked') : undefined,
       requesterId: p.role === 'admin' ? undefined : p.id,
       limit,
-      afterId: decodeCursor(req.query.cursor),
+      afterId: decodeCursor('c1', req.query.cursor),
     });
-    res.json({ items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor(page.lastId) : null });
+    res.json({ items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor('c1', page.lastId) : null });
   });
 
   r.get('/api/v1/certificates/:serial', d.anyRole, async (req, res) => {
