@@ -132,15 +132,33 @@ function softHsmPin(config: Config): string {
   return pin;
 }
 
-/** The configured HSM alone, for the `hsmca hsm` commands: no database, no CA. */
-export async function openConfiguredHsm(config: Config): Promise<Hsm> {
-  prepareDataDir(config.dataDir);
+/**
+ * Opens the configured HSM; a failure becomes one start-up line naming the
+ * setting to look at.
+ */
+async function openHsmOrExplain(config: Config): Promise<Hsm> {
   try {
     return await openHsm(config, config.hsm === 'soft' ? softHsmPin(config) : undefined);
   } catch (e) {
-    if (e instanceof HsmError) throw new StartupError(`${config.hsm === 'soft' ? 'HSMCA_HSM_PIN' : 'HSMCA_PKCS11_TOKEN_LABEL'}: ${e.message}`);
-    throw e;
+    if (!(e instanceof HsmError)) throw e;
+    const setting =
+      config.hsm === 'soft'
+        ? e.code === 'storeTampered'
+          ? 'HSMCA_DATA_DIR'
+          : 'HSMCA_HSM_PIN'
+        : e.code === 'wrongPin'
+          ? 'HSMCA_PKCS11_PIN'
+          : e.code === 'hsmConfig' && /module/i.test(e.message)
+            ? 'HSMCA_PKCS11_MODULE'
+            : 'HSMCA_PKCS11_TOKEN_LABEL';
+    throw new StartupError(`${setting}: ${e.message}`);
   }
+}
+
+/** The configured HSM alone, for the `hsmca hsm` commands: no database, no CA. */
+export async function openConfiguredHsm(config: Config): Promise<Hsm> {
+  prepareDataDir(config.dataDir);
+  return openHsmOrExplain(config);
 }
 
 /** Opens (and on first start, initialises) the database, the HSM and the CA hierarchy. */
@@ -159,22 +177,9 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
   }
   let rawHsm: Hsm;
   try {
-    rawHsm = await openHsm(config, config.hsm === 'soft' ? softHsmPin(config) : undefined);
+    rawHsm = await openHsmOrExplain(config);
   } catch (e) {
     await db.close();
-    if (e instanceof HsmError) {
-      const setting =
-        config.hsm === 'soft'
-          ? e.code === 'storeTampered'
-            ? 'HSMCA_DATA_DIR'
-            : 'HSMCA_HSM_PIN'
-          : e.code === 'wrongPin'
-            ? 'HSMCA_PKCS11_PIN'
-            : e.code === 'hsmConfig' && /module/i.test(e.message)
-              ? 'HSMCA_PKCS11_MODULE'
-              : 'HSMCA_PKCS11_TOKEN_LABEL';
-      throw new StartupError(`${setting}: ${e.message}`);
-    }
     throw e;
   }
   const audit = new AuditLog({ db, clock, log, verifyKey: async (label) => (await rawHsm.getKey(label))?.publicKey });
@@ -434,7 +439,6 @@ export function createHttpApp(core: Core) {
         revocation: core.revocation,
         store: core.certificates,
         anyRole,
-        adminOnly,
         json,
         // Each worker process keeps its own buckets; connections are spread evenly over them.
         issueLimit: issuanceRateLimit({

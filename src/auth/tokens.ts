@@ -57,7 +57,7 @@ export class TokenService {
 
   async revoke(id: string, by: string): Promise<TokenRecord> {
     const ok = await this.deps.store.revoke(id, this.deps.clock.now());
-    const rec = (await this.deps.store.list()).find((t) => t.id === id);
+    const rec = await this.deps.store.get(id);
     if (!rec) throw new CaError('notFound', 'tokenNotFound', `no token with id ${id.slice(0, 40)}`);
     if (!ok) throw new CaError('conflict', 'alreadyRevoked', `token ${id} is already revoked`);
     for (const l of this.listeners) l({ kind: 'revoked', record: rec, by });

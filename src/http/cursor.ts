@@ -15,3 +15,11 @@ export function decodeCursor(tag: string, c: unknown): number | undefined {
   if (!m || m[1] !== tag) throw new CaError('badRequest', 'invalidCursor', 'cursor is not one this API returned');
   return Number(m[2]);
 }
+
+/** The `limit` of a listing: 1 to `max`, 50 when absent; 400 invalidLimit otherwise. */
+export function parseLimit(q: unknown, max: number, def = 50): number {
+  if (q === undefined) return def;
+  const l = String(q);
+  if (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > max) throw new CaError('badRequest', 'invalidLimit', `limit must be 1 to ${max}`);
+  return Number(l);
+}

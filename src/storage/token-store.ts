@@ -50,6 +50,15 @@ export class TokenStore {
     }
   }
 
+  async get(id: string): Promise<TokenRecord | undefined> {
+    try {
+      const row = await this.knex('tokens').where({ id }).first();
+      return row && toRecord(row);
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
   async count(role?: Role): Promise<number> {
     const q = this.knex('tokens');
     if (role) q.where({ role });

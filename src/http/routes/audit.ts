@@ -1,8 +1,7 @@
 import { Router } from 'express';
 import type { RequestHandler } from 'express';
 import { AuditEvent, AuditLog } from '../../audit/audit-log';
-import { CaError } from '../../errors';
-import { decodeCursor, encodeCursor } from '../cursor';
+import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 
 const MAX_LIMIT = 500;
 
@@ -30,14 +29,7 @@ export function auditRoutes(audit: AuditLog, adminOnly: RequestHandler): Router 
   const r = Router();
 
   r.get('/api/v1/audit', adminOnly, async (req, res) => {
-    let limit = 50;
-    if (req.query.limit !== undefined) {
-      const l = String(req.query.limit);
-      if (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > MAX_LIMIT) {
-        throw new CaError('badRequest', 'invalidLimit', `limit must be 1 to ${MAX_LIMIT}`);
-      }
-      limit = Number(l);
-    }
+    const limit = parseLimit(req.query.limit, MAX_LIMIT);
     const page = await audit.list({ limit, afterSeq: decodeCursor('a1', req.query.cursor) });
     res.json({ items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor('a1', page.lastSeq) : null });
   });

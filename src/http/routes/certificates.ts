@@ -6,16 +6,15 @@ import { REASON_NAMES, RevocationService } from '../../ca/revocation';
 import { CaError } from '../../errors';
 import { CertificateRecord, CertificateStore } from '../../storage/certificate-store';
 import { principalOf } from '../auth';
-import { decodeCursor, encodeCursor } from '../cursor';
+import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 import type { RequestHandler } from 'express';
 
 export interface CertificateRoutesDeps {
   issuance: IssuanceService;
   revocation: RevocationService;
   store: CertificateStore;
-  /** authentication middleware for admins and requesters, and for admins only */
+  /** authentication middleware for admins and requesters */
   anyRole: RequestHandler;
-  adminOnly: RequestHandler;
   /** JSON body parser, placed after authentication */
   json: RequestHandler;
   /** issuance rate limits */
@@ -62,14 +61,7 @@ export function certificateRoutes(d: CertificateRoutesDeps): Router {
     if (status !== undefined && status !== '' && status !== 'good' && status !== 'revoked') {
       throw new CaError('badRequest', 'invalidStatus', 'status must be "good" or "revoked"');
     }
-    let limit = 50;
-    if (req.query.limit !== undefined) {
-      const l = String(req.query.limit);
-      if (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > MAX_LIMIT) {
-        throw new CaError('badRequest', 'invalidLimit', `limit must be 1 to ${MAX_LIMIT}`);
-      }
-      limit = Number(l);
-    }
+    const limit = parseLimit(req.query.limit, MAX_LIMIT);
     const page = await d.store.list({
       status: status ? (status as 'good' | 'revoked') : undefined,
       requesterId: p.role === 'admin' ? undefined : p.id,
