@@ -240,16 +240,15 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       log,
       policy: scopePolicy,
       hooks: {
-        // awaited by issuance: the event is committed before the certificate reaches the client
-        issued: async (e) => {
-          metrics.certificatesIssued.inc({ profile: e.profile });
-          await audit.tryRecord({
+        // stored with the certificate, in one transaction: no certificate reaches a client without its event
+        auditEvent: (e) =>
+          audit.prepare({
             type: 'certificateIssued',
             actor: `${e.principal.role}:${e.principal.name}`,
             subject: e.serial,
             details: { tokenId: e.principal.tokenId, profile: e.profile, subject: e.subject, sans: e.sans },
-          });
-        },
+          }),
+        issued: (e) => metrics.certificatesIssued.inc({ profile: e.profile }),
         refused: async (e) => {
           metrics.issuanceRefused.inc({ code: e.error.code });
           await audit.tryRecord({

@@ -243,6 +243,41 @@ describe.each(backends())('issuance and revocation over HTTP ($name)', (backend)
       expect(await ca.svc.core.certificates.count()).toBe(before);
     });
   });
+
+  it('stores a certificate only together with its audit event, in one commit', async () => {
+    const knex = ca.svc.core.db.knex;
+    const events = async () => Number((await knex('audit_events').where({ type: 'certificateIssued' }).count({ n: '*' }))[0].n);
+    const ok = await ca.api('POST', '/api/v1/certificates', { token: requester, body: { csr: makeCsr({ sans: 'DNS:atomic-1.example' }).csr } });
+    expect(ok.status).toBe(201);
+    const event = await knex('audit_events').where({ type: 'certificateIssued', subject: ok.body.serialNumber }).first();
+    expect(JSON.parse(event.details)).toMatchObject({ profile: 'tls-server', sans: { dns: ['atomic-1.example'] } });
+
+    // The audit table refuses every insert: the certificate must not be stored either.
+    const sqlite = backend.database === 'sqlite';
+    if (sqlite) await knex.raw(`CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit refused'); END`);
+    else {
+      await knex.raw(`CREATE FUNCTION audit_refuses() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$`);
+      await knex.raw(`CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_refuses()`);
+    }
+    const [certsBefore, eventsBefore] = [await ca.svc.core.certificates.count(), await events()];
+    try {
+      const r = await ca.api('POST', '/api/v1/certificates', { token: requester, body: { csr: makeCsr({ sans: 'DNS:atomic-2.example' }).csr } });
+      expect(r.status).toBe(503);
+      expect(r.body.error.code).toBe('databaseUnavailable');
+      expect(await ca.svc.core.certificates.count()).toBe(certsBefore);
+      expect(await events()).toBe(eventsBefore);
+      const row = await knex('certificates').orderBy('id', 'desc').first('state', 'der');
+      expect(row.state).toBe('pending');
+      expect(row.der).toBeNull();
+    } finally {
+      await knex.raw('DROP TRIGGER audit_refuses' + (sqlite ? '' : ' ON audit_events'));
+      if (!sqlite) await knex.raw('DROP FUNCTION audit_refuses()');
+    }
+    const after = await ca.api('POST', '/api/v1/certificates', { token: requester, body: { csr: makeCsr({ sans: 'DNS:atomic-3.example' }).csr } });
+    expect(after.status).toBe(201);
+    expect(await events()).toBe(eventsBefore + 1);
+    expect((await ca.svc.core.audit.verify()).ok).toBe(true);
+  });
 });
 
 /** Flips one byte inside the CSR's signature so it no longer verifies. */

@@ -1,5 +1,4 @@
 import { createHash, createPublicKey, KeyObject, verify as cryptoVerify } from 'node:crypto';
-import { Worker } from 'node:worker_threads';
 import type { Knex } from 'knex';
 import { Clock } from '../clock';
 import { CaError } from '../errors';
@@ -7,6 +6,10 @@ import type { Hsm, HsmHealth, KeyInfo, Signer } from '../hsm/hsm';
 import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { Logger } from '../log';
 import { Database, isUniqueViolation, storageError } from '../storage/database';
+import { Appended, AuditEventFields, EventRow, PreparedEvent, ZERO_HASH, appendChainKnex, encInt, encStr, eventHash } from './chain';
+
+export { PG_AUDIT_LOCK, ZERO_HASH, eventHash } from './chain';
+export type { AuditEventFields } from './chain';
 
 /**
  * The audit log: an append-only hash chain of security events, with
@@ -30,9 +33,10 @@ import { Database, isUniqueViolation, storageError } from '../storage/database';
  * appends are serialised across every process sharing the database:
  *  - SQLite: the batch is one BEGIN IMMEDIATE transaction (the database
  *    write lock is taken before the head is read; another writer waits on
- *    busy_timeout), run on a writer thread of the log's own, so neither the
- *    fsync of the commit nor a wait for the lock blocks the event loop
- *    (SqliteAppendThread).
+ *    busy_timeout), run on the database's writer thread (SqliteWriteThread),
+ *    so neither the fsync of the commit nor a wait for the lock blocks the
+ *    event loop, and issuance writes and appends take turns rather than
+ *    compete for the lock.
  *  - PostgreSQL: a transaction-scoped advisory lock (PG_AUDIT_LOCK), taken
  *    before the head is read and released by COMMIT or ROLLBACK. Readers
  *    (list, verify) are not blocked, and neither is VACUUM.
@@ -78,8 +82,6 @@ export const AUDIT_EVENT_TYPES = [
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 
-export const ZERO_HASH = '0'.repeat(64);
-
 /** The HSM key that signs checkpoints. */
 export const AUDIT_KEY_LABEL = 'hsmca-audit';
 
@@ -113,54 +115,9 @@ export type AuditVerifyResult =
 /** Returns the DER SubjectPublicKeyInfo of the key under a label, or undefined. */
 export type AuditVerifyKey = (keyLabel: string) => Promise<Buffer | undefined>;
 
-/** The columns of one stored event, as the hash sees them. */
-export interface AuditEventFields {
-  seq: number;
-  at: number;
-  type: string;
-  actor: string;
-  subject: string | null;
-  /** the stored canonical JSON text */
-  details: string;
-  prevHash: string;
-}
-
 // ------------------------------------------------------------ encoding
 
-const EVENT_TAG = 'hsmca-audit-event/v1';
 const CHECKPOINT_TAG = 'hsmca-audit-checkpoint/v1';
-
-function encInt(n: number): Buffer {
-  if (!Number.isSafeInteger(n)) throw new Error(`audit: ${n} is not a safe integer`);
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-}
-
-function encStr(s: string): Buffer {
-  const bytes = Buffer.from(s, 'utf8');
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(bytes.length);
-  return Buffer.concat([len, bytes]);
-}
-
-/** SHA-256 (hex) over tag, seq, at, type, actor, subject (presence byte), details, prev_hash; each length-prefixed. */
-export function eventHash(e: AuditEventFields): string {
-  const h = createHash('sha256');
-  h.update(encStr(EVENT_TAG));
-  h.update(encInt(e.seq));
-  h.update(encInt(e.at));
-  h.update(encStr(e.type));
-  h.update(encStr(e.actor));
-  if (e.subject === null) h.update(Buffer.from([0]));
-  else {
-    h.update(Buffer.from([1]));
-    h.update(encStr(e.subject));
-  }
-  h.update(encStr(e.details));
-  h.update(encStr(e.prevHash));
-  return h.digest('hex');
-}
 
 /** The bytes a checkpoint signature covers. */
 export function checkpointPayload(seq: number, headHash: string): Buffer {
@@ -212,29 +169,7 @@ export function canonicalJson(v: unknown, depth = 0): string {
 
 // ------------------------------------------------------------ the log
 
-interface EventRow {
-  seq: number;
-  at: number;
-  type: string;
-  actor: string;
-  subject: string | null;
-  details: string;
-  prev_hash: string;
-  hash: string;
-}
-
-interface Prepared {
-  at: number;
-  type: AuditEventType;
-  actor: string;
-  subject: string | null;
-  details: string;
-}
-
-interface Appended {
-  seq: number;
-  hash: string;
-}
+type Prepared = PreparedEvent & { type: AuditEventType };
 
 interface Pending extends Prepared {
   resolve(a: Appended): void;
@@ -242,8 +177,6 @@ interface Pending extends Prepared {
 }
 
 const MAX_BATCH = 500;
-/** pg_advisory_xact_lock key of the audit chain: the first 8 bytes of SHA-256("hsmca.audit_events"), signed. */
-export const PG_AUDIT_LOCK = '-7686973169200318172';
 const MAX_FORK_RETRIES = 5;
 
 function fieldsOf(r: EventRow): AuditEventFields {
@@ -269,130 +202,6 @@ function toEvent(r: EventRow): AuditEvent {
   };
 }
 
-/** Gives the rows their seq and hashes, continuing the chain from `head`. */
-function chainRows(head: { seq: number; hash: string } | undefined, batch: Prepared[]): { rows: EventRow[]; out: Appended[] } {
-  let seq = head ? Number(head.seq) : 0;
-  let prev = head ? head.hash : ZERO_HASH;
-  const rows: EventRow[] = [];
-  const out: Appended[] = [];
-  for (const p of batch) {
-    seq += 1;
-    const hash = eventHash({ seq, at: p.at, type: p.type, actor: p.actor, subject: p.subject, details: p.details, prevHash: prev });
-    rows.push({ seq, at: p.at, type: p.type, actor: p.actor, subject: p.subject, details: p.details, prev_hash: prev, hash });
-    out.push({ seq, hash });
-    prev = hash;
-  }
-  return { rows, out };
-}
-
-/**
- * The SQLite append, on a thread of its own (as issuance writes are): a
- * commit waits for fsync and a busy writer lock waits in busy_timeout, and
- * better-sqlite3 would do both on the event loop. The thread owns one
- * connection and runs each batch as one BEGIN IMMEDIATE transaction: the
- * write lock first, then the head, then the inserts. Its hash is the same
- * encoding as `eventHash` (verify recomputes every hash with that one; the
- * test vector in test/audit.test.ts pins both).
- */
-const SQLITE_APPEND_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const Database = require(workerData.module);
-const db = new Database(workerData.filename, { fileMustExist: true });
-db.pragma('journal_mode = WAL');
-db.pragma('synchronous = FULL');
-db.pragma('busy_timeout = 10000');
-const head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
-const insert = db.prepare('INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
-const encInt = (n) => { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(n)); return b; };
-const encStr = (s) => { const bytes = Buffer.from(s, 'utf8'); const len = Buffer.alloc(4); len.writeUInt32BE(bytes.length); return Buffer.concat([len, bytes]); };
-function eventHash(seq, p, prevHash) {
-  const h = createHash('sha256');
-  h.update(encStr(${JSON.stringify(EVENT_TAG)}));
-  h.update(encInt(seq));
-  h.update(encInt(p.at));
-  h.update(encStr(p.type));
-  h.update(encStr(p.actor));
-  if (p.subject === null) h.update(Buffer.from([0]));
-  else { h.update(Buffer.from([1])); h.update(encStr(p.subject)); }
-  h.update(encStr(p.details));
-  h.update(encStr(prevHash));
-  return h.digest('hex');
-}
-const append = db.transaction((batch) => {
-  const last = head.get();
-  let seq = last ? Number(last.seq) : 0;
-  let prev = last ? last.hash : ${JSON.stringify(ZERO_HASH)};
-  const out = [];
-  for (const p of batch) {
-    seq += 1;
-    const hash = eventHash(seq, p, prev);
-    insert.run(seq, p.at, p.type, p.actor, p.subject, p.details, prev, hash);
-    out.push({ seq, hash });
-    prev = hash;
-  }
-  return out;
-});
-parentPort.on('message', ({ id, batch }) => {
-  try {
-    parentPort.postMessage({ id, out: append.immediate(batch) });
-  } catch (e) {
-    parentPort.postMessage({ id, error: { message: String(e && e.message), code: e && e.code } });
-  }
-});
-`;
-
-type ThreadReply = { id: number; out?: Appended[]; error?: { message: string; code?: string } };
-
-class SqliteAppendThread {
-  private worker?: Worker;
-  private next = 0;
-  private readonly pending = new Map<number, { resolve(out: Appended[]): void; reject(e: Error): void }>();
-
-  constructor(private readonly filename: string) {}
-
-  /** Started on first use; started again after it died (the batch it was writing failed). */
-  private thread(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(SQLITE_APPEND_WORKER, { eval: true, workerData: { filename: this.filename, module: require.resolve('better-sqlite3') } });
-    w.on('message', (m: ThreadReply) => {
-      const p = this.pending.get(m.id);
-      this.pending.delete(m.id);
-      if (!p) return;
-      if (m.out) p.resolve(m.out);
-      else p.reject(Object.assign(new Error(m.error?.message ?? 'audit append failed'), { code: m.error?.code }));
-    });
-    const died = (e: Error) => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      for (const p of this.pending.values()) p.reject(e);
-      this.pending.clear();
-    };
-    w.on('error', died);
-    w.on('exit', () => died(new Error('the audit writer thread stopped')));
-    // after the listeners: adding a 'message' listener refs the worker again
-    w.unref();
-    this.worker = w;
-    return w;
-  }
-
-  run(batch: Prepared[]): Promise<Appended[]> {
-    return new Promise((resolve, reject) => {
-      const id = this.next++;
-      this.pending.set(id, { resolve, reject });
-      this.thread().postMessage({ id, batch });
-    });
-  }
-
-  async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    for (const p of this.pending.values()) p.reject(new Error('the audit log was closed'));
-    this.pending.clear();
-    await w?.terminate();
-  }
-}
-
 export class AuditLog {
   private readonly knex: Knex;
   private queue: Pending[] = [];
@@ -400,7 +209,6 @@ export class AuditLog {
   private running = false;
   private drained: (() => void)[] = [];
   private checkpointing: Promise<unknown> = Promise.resolve();
-  private sqlite?: Promise<SqliteAppendThread>;
   private closed = false;
 
   constructor(
@@ -449,13 +257,10 @@ export class AuditLog {
     return new Promise((resolve) => this.drained.push(resolve));
   }
 
-  /** Writes what is queued, then stops the SQLite writer thread; call before closing the database. */
+  /** Writes what is queued and takes no more; call before closing the database. */
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
-    const t = this.sqlite;
-    this.sqlite = undefined;
-    if (t) await (await t.catch(() => undefined))?.close();
   }
 
   /** Oldest first, after `afterSeq`; `lastSeq` continues the listing. */
@@ -493,7 +298,12 @@ export class AuditLog {
     });
   }
 
-  private prepare(e: AuditEventInput): Prepared {
+  /**
+   * The event as it will be stored (validated, details canonical, secrets
+   * redacted), for a store that appends it in the same transaction as the
+   * write it reports (CertificateStore.complete).
+   */
+  prepare(e: AuditEventInput): Prepared {
     if (!(AUDIT_EVENT_TYPES as readonly string[]).includes(e.type)) throw new CaError('internal', 'internalError', `unknown audit event type "${String(e.type)}"`);
     const actor = Array.from(wellFormed(String(e.actor ?? '') || 'unknown')).slice(0, 255).join('');
     const subject = e.subject === undefined || e.subject === null ? null : wellFormed(String(e.subject));
@@ -537,7 +347,7 @@ export class AuditLog {
   private async appendBatch(batch: Prepared[]): Promise<Appended[]> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return this.deps.db.kind === 'sqlite' ? await this.appendSqlite(batch) : await this.appendPostgres(batch);
+        return await this.appendOnce(batch);
       } catch (e) {
         // A fork attempt (someone appended after the same head): read the new head and go again.
         if (isUniqueViolation(e) && attempt < MAX_FORK_RETRIES) continue;
@@ -546,36 +356,11 @@ export class AuditLog {
     }
   }
 
-  private async appendSqlite(batch: Prepared[]): Promise<Appended[]> {
-    if (!this.sqlite) {
-      const starting = (async () => {
-        // the file this database was opened on (better-sqlite3's Database#name)
-        const client = this.knex.client as { acquireConnection(): Promise<{ name: string }>; releaseConnection(c: unknown): Promise<unknown> };
-        const conn = await client.acquireConnection();
-        try {
-          return new SqliteAppendThread(conn.name);
-        } finally {
-          await client.releaseConnection(conn);
-        }
-      })();
-      starting.catch(() => {
-        if (this.sqlite === starting) this.sqlite = undefined;
-      });
-      this.sqlite = starting;
-    }
-    const thread = await this.sqlite;
-    // only the event fields cross to the thread (not the callers' resolve/reject)
-    return thread.run(batch.map(({ at, type, actor, subject, details }) => ({ at, type, actor, subject, details })));
-  }
-
-  private async appendPostgres(batch: Prepared[]): Promise<Appended[]> {
-    return this.knex.transaction(async (trx) => {
-      await trx.raw(`SELECT pg_advisory_xact_lock((${PG_AUDIT_LOCK})::bigint)`);
-      const head = await trx('audit_events').orderBy('seq', 'desc').first<{ seq: number; hash: string } | undefined>('seq', 'hash');
-      const { rows, out } = chainRows(head, batch);
-      for (let i = 0; i < rows.length; i += 500) await trx('audit_events').insert(rows.slice(i, i + 500));
-      return out;
-    });
+  private async appendOnce(batch: Prepared[]): Promise<Appended[]> {
+    const fields = batch.map(({ at, type, actor, subject, details }) => ({ at, type, actor, subject, details }));
+    // SQLite: on the writer thread, in turn with issuance writes; PostgreSQL: under the chain's advisory lock.
+    if (this.deps.db.writer) return this.deps.db.writer.appendAudit(fields);
+    return this.knex.transaction((trx) => appendChainKnex(trx, fields, this.deps.db.kind === 'postgres'));
   }
 
   // ------------------------------------------------------------ checkpoints

@@ -10,6 +10,7 @@ import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertif
 import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsr, validDnsName } from './csr';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
+import type { PreparedEvent } from '../audit/chain';
 
 export interface IssueRequest {
   csr?: unknown;
@@ -48,9 +49,19 @@ export interface IssuancePolicy {
   check(intent: IssuanceIntent): void | Promise<void>;
 }
 
+export interface Issued {
+  principal: Principal;
+  serial: string;
+  profile: string;
+  sans: Sans;
+  subject: string;
+}
+
 export interface IssuanceHooks {
-  /** after the record is committed (audit, metrics) */
-  issued?(e: { principal: Principal; serial: string; profile: string; sans: Sans; subject: string }): void | Promise<void>;
+  /** the audit record of an issuance, committed in the same transaction as the certificate */
+  auditEvent?(e: Issued): PreparedEvent;
+  /** after the record is committed (metrics) */
+  issued?(e: Issued): void | Promise<void>;
   refused?(e: { principal: Principal; error: CaError }): void | Promise<void>;
 }
 
@@ -167,8 +178,9 @@ export class IssuanceService {
         this.deps.log.error('the HSM failed to sign a certificate', { serial: serialNumber, error: (e as Error).message });
         throw hsmFailure(e);
       }
-      await this.deps.store.complete(serialNumber, certificate);
-      await this.deps.hooks?.issued?.({ principal, serial: serialNumber, profile: profile.name, sans, subject: csr.subjectText });
+      const issued: Issued = { principal, serial: serialNumber, profile: profile.name, sans, subject: csr.subjectText };
+      await this.deps.store.complete(serialNumber, certificate, this.deps.hooks?.auditEvent?.(issued));
+      await this.deps.hooks?.issued?.(issued);
       return {
         serialNumber,
         certificate: der.pemEncode('CERTIFICATE', certificate),

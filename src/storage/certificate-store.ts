@@ -3,6 +3,7 @@ import { CaError } from '../errors';
 import { Database, isUniqueViolation, storageError } from './database';
 import { SqliteWriteThread, WriterOp, WriterResult } from './sqlite-writer';
 import type { Sans } from '../ca/csr';
+import { PreparedEvent, appendChainKnex } from '../audit/chain';
 
 /** A certificate as the API and the status services see it. */
 export interface CertificateRecord {
@@ -42,6 +43,7 @@ interface CompleteWrite {
   kind: 'complete';
   serial: string;
   der: Buffer;
+  event?: PreparedEvent;
 }
 type IssuanceWrite = ReserveWrite | CompleteWrite;
 
@@ -170,9 +172,14 @@ export class CertificateStore {
     return this.batch.submit({ kind: 'reserve', r });
   }
 
-  /** Stores the signed certificate; only after this commits may it reach a client. */
-  complete(serial: string, der: Buffer): Promise<void> {
-    return this.batch.submit({ kind: 'complete', serial, der });
+  /**
+   * Stores the signed certificate; only after this commits may it reach a
+   * client. `event` (its audit record) is appended to the audit chain in the
+   * same transaction: the certificate and its event are stored together or
+   * not at all, for the cost of one commit.
+   */
+  complete(serial: string, der: Buffer, event?: PreparedEvent): Promise<void> {
+    return this.batch.submit({ kind: 'complete', serial, der, event });
   }
 
   private reservationRow(r: Reservation) {
@@ -201,7 +208,7 @@ export class CertificateStore {
     try {
       results = await this.writer!.run(
         ops.map((op): WriterOp => {
-          if (op.kind === 'complete') return { kind: 'complete', serial: op.serial, der: op.der };
+          if (op.kind === 'complete') return { kind: 'complete', serial: op.serial, der: op.der, event: op.event };
           const r = this.reservationRow(op.r);
           return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at] };
         }),
@@ -225,12 +232,15 @@ export class CertificateStore {
       if (reserves.length) {
         await trx('certificates').insert(reserves.map((i) => this.reservationRow((ops[i] as ReserveWrite).r)));
       }
+      const events: PreparedEvent[] = [];
       for (const i of subset) {
         const op = ops[i];
         if (op.kind !== 'complete') continue;
         const n = await trx('certificates').where({ serial: op.serial, state: 'pending' }).update({ state: 'issued', der: op.der });
         if (n !== 1) results[i] = new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+        else if (op.event) events.push(op.event);
       }
+      await appendChainKnex(trx, events, this.pg);
     };
     const all = ops.map((_, i) => i);
     // Reservations need to be visible, not durable (nothing was answered yet); a
