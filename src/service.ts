@@ -22,7 +22,8 @@ import { openHsm } from './hsm/factory';
 import { Hsm, HsmError, Signer } from './hsm/hsm';
 import { InstrumentedHsm } from './hsm/instrumented';
 import { createApp, jsonBody } from './http/app';
-import { issuanceRateLimit } from './http/rate-limit';
+import { IssuanceRateLimit } from './http/rate-limit';
+import { issueHttpHandler } from './http/routes/issue';
 import { tokenRoutes } from './http/routes/tokens';
 import { scopeAllowsRevoke, scopePolicy } from './auth/scope';
 import { AuthHooks, requireRole } from './http/auth';
@@ -415,7 +416,11 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export function createHttpApp(core: Core) {
+/**
+ * The service's request listener: the two busiest paths (OCSP, issuance) on
+ * the bare node:http request, everything else through Express.
+ */
+export function createRequestListener(core: Core): http.RequestListener {
   const { tokens, metrics } = core;
   const hooks: AuthHooks = {
     failed: (e) => {
@@ -427,7 +432,12 @@ export function createHttpApp(core: Core) {
   const anyRole = requireRole(tokens, ['admin', 'requester'], hooks);
   const adminOnly = requireRole(tokens, ['admin'], hooks);
   const json = jsonBody(core.config.maxBodyBytes);
-  return createApp({
+  // Each worker process keeps its own buckets; connections are spread evenly over them.
+  const issueLimit = new IssuanceRateLimit({
+    perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
+    perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
+  });
+  const app = createApp({
     metrics,
     log: core.log,
     routers: [
@@ -439,11 +449,7 @@ export function createHttpApp(core: Core) {
         store: core.certificates,
         anyRole,
         json,
-        // Each worker process keeps its own buckets; connections are spread evenly over them.
-        issueLimit: issuanceRateLimit({
-          perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
-          perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
-        }),
+        issueLimit: issueLimit.middleware(),
         requesterMayRevoke: scopeAllowsRevoke,
       }),
       tokenRoutes(core.tokens, adminOnly, json),
@@ -467,16 +473,17 @@ export function createHttpApp(core: Core) {
       return { ok, body: { status, database, hsm } };
     },
   });
+  const ocsp = ocspHttpHandler(core.ocsp, metrics);
+  const issue = issueHttpHandler({ issuance: core.issuance, tokens, limit: issueLimit, metrics, log: core.log, maxBodyBytes: core.config.maxBodyBytes, hooks });
+  return (req, res) => {
+    if (!ocsp(req, res) && !issue(req, res)) app(req, res);
+  };
 }
 
 export async function startService(config: Config, opts: ServiceOptions = {}): Promise<RunningService> {
   const core = await openCore(config, opts);
   const background = startBackground(core, opts.role !== 'follower');
-  const app = createHttpApp(core);
-  const ocsp = ocspHttpHandler(core.ocsp, core.metrics);
-  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, (req, res) => {
-    if (!ocsp(req, res)) app(req, res);
-  });
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, createRequestListener(core));
   server.keepAliveTimeout = 5_000;
   try {
     await new Promise<void>((resolve, reject) => {

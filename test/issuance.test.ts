@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
 import { X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { backends, run, runStatus, startTestCa, TestCa } from './helpers/harness';
@@ -242,6 +243,47 @@ describe.each(backends())('issuance and revocation over HTTP ($name)', (backend)
       await ca.api('POST', '/api/v1/certificates', { token: requester, body: { csr: tamperCsr(good()) } });
       expect(await ca.svc.core.certificates.count()).toBe(before);
     });
+  });
+
+  it('answers issuance on its fast path exactly as the Express route does (gzip bodies take the Express route)', async () => {
+    const huge = JSON.stringify({ csr: 'x'.repeat(200 * 1024) });
+    const cases: { name: string; token?: string | null; body: string; status: number; code?: string }[] = [
+      { name: 'good', token: requester, body: JSON.stringify({ csr: makeCsr({ sans: 'DNS:fast-path.example' }).csr }), status: 201 },
+      { name: 'no token', token: null, body: '{}', status: 401, code: 'unauthorized' },
+      { name: 'unknown token', token: 'not-a-token', body: '{}', status: 401, code: 'invalidToken' },
+      { name: 'not JSON', token: requester, body: '{"csr": ', status: 400, code: 'malformedJson' },
+      { name: 'JSON, not strict', token: requester, body: '"just a string"', status: 400, code: 'malformedJson' },
+      { name: 'an array', token: requester, body: '[1]', status: 400, code: 'malformedJson' },
+      { name: 'empty body', token: requester, body: '', status: 400, code: 'malformedCsr' },
+      { name: 'BOM and whitespace', token: requester, body: '\ufeff \n{"csr": 5}', status: 400 },
+      { name: 'too large', token: requester, body: huge, status: 413, code: 'bodyTooLarge' },
+      { name: 'unknown profile', token: requester, body: JSON.stringify({ csr: makeCsr({ sans: 'DNS:p.example' }).csr, profile: 'nope' }), status: 400, code: 'unknownProfile' },
+    ];
+    const send = async (c: (typeof cases)[number], gzip: boolean) => {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (c.token !== null) headers.authorization = `Bearer ${c.token}`;
+      let body: Buffer = Buffer.from(c.body, 'utf8');
+      if (gzip) {
+        headers['content-encoding'] = 'gzip';
+        body = zlib.gzipSync(body);
+      }
+      const res = await fetch(`${ca.url}/api/v1/certificates`, { method: 'POST', headers, body });
+      const json = await res.json();
+      const h = Object.fromEntries(['content-type', 'cache-control', 'x-content-type-options', 'x-frame-options', 'content-security-policy', 'referrer-policy', 'cross-origin-resource-policy'].map((k) => [k, res.headers.get(k)]));
+      return { status: res.status, code: json.error?.code as string | undefined, message: json.error?.message as string | undefined, keys: Object.keys(json).sort(), h };
+    };
+    for (const c of cases) {
+      const fast = await send(c, false);
+      const viaExpress = await send(c, true);
+      expect({ name: c.name, ...fast }).toEqual({ name: c.name, ...viaExpress });
+      expect(fast.status).toBe(c.status);
+      if (c.code) expect(fast.code).toBe(c.code);
+      expect(fast.h['cache-control']).toBe('no-store');
+      expect(fast.h['x-content-type-options']).toBe('nosniff');
+      expect(fast.h['content-type']).toBe('application/json; charset=utf-8');
+    }
+    const metrics = await (await fetch(`${ca.url}/metrics`)).text();
+    expect(metrics).toMatch(/route="\/api\/v1\/certificates",status="201"/);
   });
 
   it('stores a certificate only together with its audit event, in one commit', async () => {

@@ -1,10 +1,21 @@
+import type { ServerResponse } from 'node:http';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { CaError, STATUS_OF } from '../errors';
 import { Logger } from '../log';
 
-export function sendError(res: import('express').Response, e: CaError): void {
+/** A JSON answer, written as Express's res.json writes it (also on a bare node:http response). */
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = Buffer.from(JSON.stringify(body), 'utf8');
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', text.length);
+  res.end(text);
+}
+
+/** The contract's error body, with the status of the error's kind. */
+export function sendError(res: ServerResponse, e: CaError): void {
   if (e.headers) for (const [k, v] of Object.entries(e.headers)) res.setHeader(k, v);
-  res.status(STATUS_OF[e.kind]).json({ error: { code: e.code, message: e.message } });
+  sendJson(res, STATUS_OF[e.kind], { error: { code: e.code, message: e.message } });
 }
 
 /** Unknown paths answer the contract's JSON, never an HTML page. */

@@ -47,15 +47,26 @@ export class RateLimiter {
 }
 
 /** Issuance limits per token and per client address; 429 with Retry-After. A limit of 0 is off. */
-export function issuanceRateLimit(opts: { perToken: number; perAddress: number; onLimited?: (who: string) => void }): RequestHandler {
-  const byToken = opts.perToken > 0 ? new RateLimiter(opts.perToken) : undefined;
-  const byAddress = opts.perAddress > 0 ? new RateLimiter(opts.perAddress) : undefined;
-  return (req, _res, next) => {
-    const wait = Math.max(byAddress?.take(req.ip ?? 'unknown') ?? 0, req.principal && byToken ? byToken.take(req.principal.id) : 0);
-    if (wait > 0) {
-      opts.onLimited?.(req.principal?.name ?? req.ip ?? 'unknown');
-      throw new CaError('rateLimited', 'rateLimited', `too many issuance requests; retry in ${wait} s`, { 'Retry-After': String(wait) });
-    }
-    next();
-  };
+export class IssuanceRateLimit {
+  private readonly byToken?: RateLimiter;
+  private readonly byAddress?: RateLimiter;
+
+  constructor(opts: { perToken: number; perAddress: number }) {
+    this.byToken = opts.perToken > 0 ? new RateLimiter(opts.perToken) : undefined;
+    this.byAddress = opts.perAddress > 0 ? new RateLimiter(opts.perAddress) : undefined;
+  }
+
+  /** Takes one request from both buckets; throws CaError('rateLimited') when either is empty. */
+  take(address: string | undefined, tokenId: string | undefined): void {
+    const wait = Math.max(this.byAddress?.take(address ?? 'unknown') ?? 0, tokenId !== undefined && this.byToken ? this.byToken.take(tokenId) : 0);
+    if (wait > 0) throw new CaError('rateLimited', 'rateLimited', `too many issuance requests; retry in ${wait} s`, { 'Retry-After': String(wait) });
+  }
+
+  /** The same limit as Express middleware (after authentication). */
+  middleware(): RequestHandler {
+    return (req, _res, next) => {
+      this.take(req.ip, req.principal?.id);
+      next();
+    };
+  }
 }
