@@ -359,7 +359,12 @@ export class AuditLog {
   private async appendOnce(batch: Prepared[]): Promise<Appended[]> {
     const fields = batch.map(({ at, type, actor, subject, details }) => ({ at, type, actor, subject, details }));
     // SQLite: on the writer thread, in turn with issuance writes; PostgreSQL: under the chain's advisory lock.
-    if (this.deps.db.writer) return this.deps.db.writer.appendAudit(fields);
+    const writer = this.deps.db.writer;
+    if (writer) {
+      const out = await writer.appendAudit(fields);
+      await writer.synced();
+      return out;
+    }
     return this.knex.transaction((trx) => appendChainKnex(trx, fields, this.deps.db.kind === 'postgres'));
   }
 

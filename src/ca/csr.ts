@@ -77,15 +77,19 @@ export function csrFromPem(pem: unknown): Buffer {
   return derBytes;
 }
 
-/**
- * Parses and checks a PKCS#10 request (RFC 2986): structure, accepted key
- * types, and the request's own signature (proof of possession), verified with
- * node:crypto rather than the HSM.
- */
-export async function parseCsr(csr: Buffer): Promise<ParsedCsr> {
+interface CheckedCsr {
+  csr: ParsedCsr;
+  tbs: Buffer;
+  hash: string;
+  signature: Buffer;
+  keyObject: KeyObject;
+}
+
+/** Structure, accepted key types and algorithms: everything but the signature itself. */
+function checkCsr(der: Buffer): CheckedCsr {
   let parsed: Omit<ParsedCsr, 'key'> & { tbs: Buffer; sigOid: string; signature: Buffer };
   try {
-    parsed = parseStructure(csr);
+    parsed = parseStructure(der);
   } catch (e) {
     if (e instanceof CaError) throw e;
     throw malformed((e as Error).message);
@@ -103,17 +107,42 @@ export async function parseCsr(csr: Buffer): Promise<ParsedCsr> {
   }
   const expectEc = parsed.sigOid.startsWith('1.2.840.10045.');
   if (expectEc !== (key.kind === 'ec')) throw malformed('its signature algorithm does not match its key');
-  // Verified on the libuv thread pool: both cores share the work.
+  const { tbs, sigOid: _s, signature, ...rest } = parsed;
+  return { csr: { ...rest, key }, tbs, hash, signature, keyObject };
+}
+
+const SIGNATURE_INVALID = () => new CaError('badRequest', 'csrSignatureInvalid', "the CSR's signature does not verify with its own public key (no proof of possession)");
+
+/**
+ * Parses and checks a PKCS#10 request (RFC 2986): structure, accepted key
+ * types, and the request's own signature (proof of possession), verified with
+ * node:crypto rather than the HSM. Synchronous: for a thread of its own
+ * (CsrThreads), where waiting for the thread pool would only add a hop.
+ */
+export function parseCsrSync(der: Buffer): ParsedCsr {
+  const c = checkCsr(der);
+  let ok = false;
+  try {
+    ok = cryptoVerify(c.hash, c.tbs, { key: c.keyObject, dsaEncoding: 'der' }, c.signature);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw SIGNATURE_INVALID();
+  return c.csr;
+}
+
+/** parseCsrSync, with the signature verified on the libuv thread pool (both cores share the work). */
+export async function parseCsr(der: Buffer): Promise<ParsedCsr> {
+  const c = checkCsr(der);
   const ok = await new Promise<boolean>((resolve) => {
     try {
-      cryptoVerify(hash, parsed.tbs, { key: keyObject, dsaEncoding: 'der' }, parsed.signature, (err, valid) => resolve(!err && valid));
+      cryptoVerify(c.hash, c.tbs, { key: c.keyObject, dsaEncoding: 'der' }, c.signature, (err, valid) => resolve(!err && valid));
     } catch {
       resolve(false);
     }
   });
-  if (!ok) throw new CaError('badRequest', 'csrSignatureInvalid', "the CSR's signature does not verify with its own public key (no proof of possession)");
-  const { tbs: _t, sigOid: _s, signature: _g, ...rest } = parsed;
-  return { ...rest, key };
+  if (!ok) throw SIGNATURE_INVALID();
+  return c.csr;
 }
 
 const EC_CURVES: Record<string, { crv: string; size: number }> = {

@@ -89,6 +89,8 @@ export class IssuanceService {
       log: Logger;
       policy?: IssuancePolicy;
       hooks?: IssuanceHooks;
+      /** where CSRs are parsed and verified (CsrThreads); on the event loop when absent */
+      csrs?: { parse(der: Buffer): Promise<ParsedCsr> };
     },
   ) {
     const { issuing, root } = deps.hierarchy;
@@ -105,7 +107,8 @@ export class IssuanceService {
 
   async issue(req: IssueRequest, principal: Principal): Promise<IssueResponse> {
     try {
-      const csr = await parseCsr(csrFromPem(req.csr));
+      const der = csrFromPem(req.csr);
+      const csr = await (this.deps.csrs ? this.deps.csrs.parse(der) : parseCsr(der));
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);
