@@ -268,7 +268,7 @@ describe.each(backends())('issuance and revocation over HTTP ($name)', (backend)
         body = zlib.gzipSync(body);
       }
       const res = await fetch(`${ca.url}/api/v1/certificates`, { method: 'POST', headers, body });
-      const json = await res.json();
+      const json = (await res.json()) as { error?: { code: string; message: string } };
       const h = Object.fromEntries(['content-type', 'cache-control', 'x-content-type-options', 'x-frame-options', 'content-security-policy', 'referrer-policy', 'cross-origin-resource-policy'].map((k) => [k, res.headers.get(k)]));
       return { status: res.status, code: json.error?.code as string | undefined, message: json.error?.message as string | undefined, keys: Object.keys(json).sort(), h };
     };

@@ -32,11 +32,11 @@ export type { AuditEventFields } from './chain';
  * the batch happen in one transaction that holds the log's write lock, so
  * appends are serialised across every process sharing the database:
  *  - SQLite: the batch is one BEGIN IMMEDIATE transaction (the database
- *    write lock is taken before the head is read; another writer waits on
- *    busy_timeout), run on the database's writer thread (SqliteWriteThread),
- *    so neither the fsync of the commit nor a wait for the lock blocks the
- *    event loop, and issuance writes and appends take turns rather than
- *    compete for the lock.
+ *    write lock is taken before the head is read; a lock held by another
+ *    process is waited for from a timer), on the
+ *    database's writing connection (SqliteWriter), where issuance writes and
+ *    appends take turns rather than compete for the lock; the commit is
+ *    durable after the writer's shared fsync of the log.
  *  - PostgreSQL: a transaction-scoped advisory lock (PG_AUDIT_LOCK), taken
  *    before the head is read and released by COMMIT or ROLLBACK. Readers
  *    (list, verify) are not blocked, and neither is VACUUM.

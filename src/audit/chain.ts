@@ -103,7 +103,7 @@ export function chainRows(head: { seq: number; hash: string } | undefined, batch
  * Appends `batch` inside the caller's transaction. On PostgreSQL the
  * transaction first takes the chain's advisory lock (released by its COMMIT
  * or ROLLBACK), so the head read here is still the head when it commits.
- * (SQLite appends go through the writer thread: SQLITE_CHAIN_JS.)
+ * (SQLite appends go through SqliteWriter, with chainRows.)
  */
 export async function appendChainKnex(trx: Knex.Transaction, batch: PreparedEvent[], postgres: boolean): Promise<Appended[]> {
   if (batch.length === 0) return [];
@@ -113,49 +113,3 @@ export async function appendChainKnex(trx: Knex.Transaction, batch: PreparedEven
   for (let i = 0; i < rows.length; i += 500) await trx('audit_events').insert(rows.slice(i, i + 500));
   return out;
 }
-
-/**
- * `eventHash` and `chainRows` as source text for the SQLite writer thread
- * (a worker evaluates it; it cannot load TypeScript). Defines
- * `appendChain(db, batch)`, to be called inside a transaction that holds the
- * write lock (BEGIN IMMEDIATE). The test vector in test/audit.test.ts pins
- * both encodings to the same hash.
- */
-export const SQLITE_CHAIN_JS = `
-const { createHash } = require('node:crypto');
-const encInt = (n) => { const b = Buffer.alloc(8); b.writeBigInt64BE(BigInt(n)); return b; };
-const encStr = (s) => { const bytes = Buffer.from(s, 'utf8'); const len = Buffer.alloc(4); len.writeUInt32BE(bytes.length); return Buffer.concat([len, bytes]); };
-function eventHash(seq, p, prevHash) {
-  const h = createHash('sha256');
-  h.update(encStr(${JSON.stringify(EVENT_TAG)}));
-  h.update(encInt(seq));
-  h.update(encInt(p.at));
-  h.update(encStr(p.type));
-  h.update(encStr(p.actor));
-  if (p.subject === null) h.update(Buffer.from([0]));
-  else { h.update(Buffer.from([1])); h.update(encStr(p.subject)); }
-  h.update(encStr(p.details));
-  h.update(encStr(prevHash));
-  return h.digest('hex');
-}
-let chainStatements;
-function appendChain(db, batch) {
-  if (batch.length === 0) return [];
-  chainStatements ??= {
-    head: db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
-    insert: db.prepare('INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-  };
-  const last = chainStatements.head.get();
-  let seq = last ? Number(last.seq) : 0;
-  let prev = last ? last.hash : ${JSON.stringify(ZERO_HASH)};
-  const out = [];
-  for (const p of batch) {
-    seq += 1;
-    const hash = eventHash(seq, p, prev);
-    chainStatements.insert.run(seq, p.at, p.type, p.actor, p.subject, p.details, prev, hash);
-    out.push({ seq, hash });
-    prev = hash;
-  }
-  return out;
-}
-`;

@@ -128,8 +128,7 @@ class CsrThread {
 /**
  * CSR parsing and proof-of-possession checks on threads of their own: after
  * the signature, the most expensive step of an issuance, and the one that
- * needs no shared state. `threads: 0` checks on the event loop instead
- * (with the signature on the libuv thread pool). A thread that dies fails
+ * needs no shared state. `threads: 0` checks on the event loop instead. A thread that dies fails
  * only the requests it held (500) and is started again on next use.
  */
 export class CsrThreads {

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import { CaError } from '../errors';
 import { Database, isUniqueViolation, storageError } from './database';
-import { SqliteWriteThread, WriterOp, WriterResult } from './sqlite-writer';
+import { SqliteWriter, WriterOp, WriterResult } from './sqlite-writer';
 import type { Sans } from '../ca/csr';
 import { PreparedEvent, appendChainKnex } from '../audit/chain';
 
@@ -150,7 +150,7 @@ export type RevokeOutcome = { kind: 'revoked'; record: CertificateRecord } | { k
 export class CertificateStore {
   private readonly knex: Knex;
 
-  private readonly writer?: SqliteWriteThread;
+  private readonly writer?: SqliteWriter;
   private readonly pg: boolean;
   private readonly statusStmt?: { get(...p: unknown[]): unknown };
   private readonly getStmt?: { get(...p: unknown[]): unknown };
@@ -180,7 +180,7 @@ export class CertificateStore {
    */
   async complete(serial: string, der: Buffer, event?: PreparedEvent): Promise<void> {
     await this.batch.submit({ kind: 'complete', serial, der, event });
-    // SQLite: committed by the writer thread; durable once the log is synced (group fsync).
+    // SQLite: committed by SqliteWriter; durable once the log is synced (group fsync).
     if (this.writer) {
       try {
         await this.writer.synced();
@@ -209,11 +209,11 @@ export class CertificateStore {
    * commit is in flight go into the next transaction together, so durability
    * costs one fsync per batch rather than one per certificate (on SQLite,
    * one fsync per round of the log, shared by every batch committed before
-   * it: SqliteWriteThread).
+   * it: SqliteWriter).
    */
-  private readonly batch = new WriteBatch<IssuanceWrite>((ops) => (this.writer ? this.flushToThread(ops) : this.flushWithKnex(ops)));
+  private readonly batch = new WriteBatch<IssuanceWrite>((ops) => (this.writer ? this.flushToWriter(ops) : this.flushWithKnex(ops)));
 
-  private async flushToThread(ops: IssuanceWrite[]): Promise<(Error | undefined)[]> {
+  private async flushToWriter(ops: IssuanceWrite[]): Promise<(Error | undefined)[]> {
     let results: WriterResult[];
     try {
       results = await this.writer!.run(

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { types as pgTypes } from 'pg';
 import { migrationSource } from '../../migrations';
 import { CaError } from '../errors';
-import { SqliteWriteThread } from './sqlite-writer';
+import { SqliteWriter } from './sqlite-writer';
 
 // PostgreSQL returns bigint as text; every bigint here is an epoch-millisecond
 // time or an id well inside Number's exact range.
@@ -23,8 +23,8 @@ export interface Database {
   kind: 'sqlite' | 'postgres';
   /** SQLite only: a second, read-only connection (WAL lets it read while the writer writes) */
   reader?: SqliteReader;
-  /** SQLite only: the thread that commits issuance writes */
-  writer?: SqliteWriteThread;
+  /** SQLite only: the connection for issuance writes and audit appends, with its group fsync */
+  writer?: SqliteWriter;
   close(): Promise<void>;
   ping(): Promise<void>;
 }
@@ -64,6 +64,8 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
             conn.pragma('synchronous = FULL');
             conn.pragma('busy_timeout = 10000');
             conn.pragma('foreign_keys = ON');
+            // SqliteWriter's thread checkpoints the log; none on the event loop
+            conn.pragma('wal_autocheckpoint = 0');
             done(null, conn);
           } catch (e) {
             done(e as Error, conn);
@@ -79,9 +81,9 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
     throw new Error(`cannot open the ${kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database: ${(e as Error).message}`);
   }
   let reader: SqliteReader | undefined;
-  let writer: SqliteWriteThread | undefined;
+  let writer: SqliteWriter | undefined;
   if (kind === 'sqlite') {
-    writer = new SqliteWriteThread(filename!);
+    writer = new SqliteWriter(filename!);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const BetterSqlite = require('better-sqlite3') as new (f: string, o: object) => SqliteReader & { pragma(s: string): unknown };
     const r = new BetterSqlite(filename!, { readonly: true, fileMustExist: true });

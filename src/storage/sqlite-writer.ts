@@ -1,8 +1,8 @@
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { Appended, PreparedEvent, SQLITE_CHAIN_JS } from '../audit/chain';
+import { Appended, PreparedEvent, chainRows } from '../audit/chain';
 
-/** An issuance write as the writer thread receives it. */
+/** An issuance write. */
 export type WriterOp =
   | { kind: 'reserve'; row: [string, string, string, string, string, number, number, string | null, number] }
   /** the certificate, and the audit event that reports it: one transaction, both or neither */
@@ -10,118 +10,163 @@ export type WriterOp =
 
 export type WriterResult = null | { code: 'unique' | 'missing' | 'error'; message?: string };
 
-type Message = { id: number; kind: 'issue'; ops: WriterOp[] } | { id: number; kind: 'audit'; batch: PreparedEvent[] };
-type Reply = { id: number; results?: WriterResult[]; out?: Appended[]; error?: { message: string; code?: string } };
+interface Statement {
+  run(...p: unknown[]): { changes: number };
+  get(...p: unknown[]): unknown;
+}
+interface Connection {
+  prepare(sql: string): Statement;
+  pragma(s: string): unknown;
+  transaction<A extends unknown[], R>(fn: (...a: A) => R): { immediate(...a: A): R };
+  close(): void;
+}
 
-// The thread owns the process's one writing better-sqlite3 connection:
-// issuance writes and audit appends take turns on it rather than competing
-// for SQLite's write lock. Every transaction is BEGIN IMMEDIATE (the write
-// lock before anything is read, so the audit head read is still the head at
-// COMMIT; another process waits on busy_timeout). An issuance batch is one
-// transaction. On a unique violation the batch is retried op by op to find
-// the colliding serial. Commits do not wait for the disk here
-// (synchronous=NORMAL): SqliteWriteThread.synced() makes them durable.
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.module);
-const db = new Database(workerData.filename, { fileMustExist: true });
-db.pragma('journal_mode = WAL');
-db.pragma('synchronous = NORMAL');
-db.pragma('busy_timeout = 10000');
-${SQLITE_CHAIN_JS}
-const ins = db.prepare('INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
-const upd = db.prepare("UPDATE certificates SET state = 'issued', der = ? WHERE serial = ? AND state = 'pending'");
-function apply(op) {
-  if (op.kind === 'reserve') { ins.run(...op.row); return null; }
-  return upd.run(Buffer.from(op.der), op.serial).changes === 1 ? null : { code: 'missing' };
-}
-// The certificates first, then the events of those that were stored, in order.
-const issue = db.transaction((ops) => {
-  const results = ops.map(apply);
-  appendChain(db, ops.filter((op, i) => op.kind === 'complete' && op.event && results[i] === null).map((op) => op.event));
-  return results;
-});
-const audit = db.transaction((batch) => appendChain(db, batch));
-const isUnique = (e) => e && (e.code === 'SQLITE_CONSTRAINT_UNIQUE' || e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY');
-function runIssue(ops) {
-  try {
-    return issue.immediate(ops);
-  } catch (e) {
-    if (!isUnique(e)) return ops.map(() => ({ code: 'error', message: String(e && e.message) }));
-  }
-  return ops.map((op) => {
-    try { return issue.immediate([op])[0]; }
-    catch (e2) { return { code: isUnique(e2) ? 'unique' : 'error', message: String(e2 && e2.message) }; }
-  });
-}
-parentPort.on('message', (m) => {
-  if (m.kind === 'issue') return parentPort.postMessage({ id: m.id, results: runIssue(m.ops) });
-  try {
-    parentPort.postMessage({ id: m.id, out: audit.immediate(m.batch) });
-  } catch (e) {
-    parentPort.postMessage({ id: m.id, error: { message: String(e && e.message), code: e && e.code } });
-  }
-});
-`;
+/** How long a write waits for another process's lock before it fails (as busy_timeout would). */
+const LOCK_WAIT_MS = 10_000;
+/** How often the checkpointer folds the log back into the database. */
+const CHECKPOINT_EVERY_MS = 250;
+
+const isUnique = (e: unknown) => {
+  const code = (e as { code?: string })?.code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+};
+const isBusy = (e: unknown) => /^SQLITE_(BUSY|LOCKED)/.test((e as { code?: string })?.code ?? '');
 
 /**
- * The writer thread, and the durability of what it commits.
+ * The hot-path writes of SQLite (issuance and the audit chain), made on the
+ * event loop without ever waiting on it:
  *
- * SQLite's commit with synchronous=FULL writes the transaction's frames to
- * the write-ahead log and fsyncs the log while holding the database's write
- * lock, so every writer queues behind every fsync. Here the thread commits
- * with synchronous=NORMAL (frames written to the log, no fsync) and the log
- * is fsynced separately, on libuv's thread pool (`synced`): a commit is
- * durable once an fsync of the -wal file that began after the commit
- * returned has completed; that is exactly the fsync FULL would have done,
- * after the lock is released instead of before. One fsync runs at a time and
- * covers every commit before it, so concurrent issuances share it (group
- * commit), while reservations, which must be visible before the HSM signs
- * but need not be durable (a lost reservation was never answered to anyone),
- * never wait for the disk. Callers that answer a client call `synced()`
- * after their commit: CertificateStore.complete and the audit log.
+ * - One connection of its own, used only here and only synchronously, so a
+ *   transaction begins and commits within one turn of the event loop. Its
+ *   commits do not wait for the disk (synchronous=NORMAL: the transaction's
+ *   frames are written to the write-ahead log, not fsynced), so a commit
+ *   costs tens of microseconds and no thread hop, and concurrent issuances
+ *   never queue behind anyone's fsync.
+ * - Durability is `synced()`: it resolves once an fsync of the -wal file that
+ *   began after the caller's commit has completed, on libuv's thread pool.
+ *   That is the fsync synchronous=FULL would have done inside the commit,
+ *   done after it instead, and shared: one fsync at a time covers every
+ *   commit before it (group commit). Callers that answer a client await it
+ *   (CertificateStore.complete, the audit log); reservations, which must be
+ *   visible before the HSM signs but need not be durable (a lost
+ *   reservation was never answered to anyone), do not.
+ * - busy_timeout is 0: when another process holds the write lock, the write
+ *   is tried again a millisecond later from a timer rather than by sleeping
+ *   on the event loop (up to LOCK_WAIT_MS, then it fails as a busy database
+ *   would).
+ * - Every transaction is BEGIN IMMEDIATE: the write lock before the audit
+ *   chain's head is read, so the head is still the head at COMMIT.
+ * - Checkpoints (copying the log back into the database, with their own
+ *   fsyncs) run on a thread of their own every CHECKPOINT_EVERY_MS, never on
+ *   the event loop: this connection's automatic checkpoints are off.
  *
  * The log file is the one SQLite writes while any connection is open: it is
  * opened once and reopened if its inode changes (a log deleted and created
  * again when every connection had closed).
  */
-export class SqliteWriteThread {
-  private readonly worker: Worker;
-  private next = 0;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  private dead?: Error;
+export class SqliteWriter {
+  private readonly db: Connection;
+  private readonly issueTx: (ops: WriterOp[]) => WriterResult[];
+  private readonly auditTx: (batch: PreparedEvent[]) => Appended[];
   private readonly walPath: string;
-  private wal?: fsp.FileHandle;
+  private wal?: WalHandle;
   private syncing = false;
   private waiting: { resolve(): void; reject(e: Error): void }[] = [];
+  private readonly checkpointer: Worker;
+  private closed = false;
 
   constructor(
     filename: string,
     /** the fsync of the log (replaced in tests to hold it back) */
-    private readonly syncWal: (path: string, current?: fsp.FileHandle) => Promise<fsp.FileHandle> = syncFile,
+    private readonly syncWal: (path: string, current?: WalHandle) => Promise<WalHandle> = syncFile,
   ) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const Database = require('better-sqlite3') as new (f: string, o: object) => Connection;
+    const db = new Database(filename, { fileMustExist: true });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 0');
+    db.pragma('wal_autocheckpoint = 0');
+    db.pragma(`journal_size_limit = ${WAL_RESTART_BYTES}`);
+    this.db = db;
     this.walPath = `${filename}-wal`;
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { filename, module: require.resolve('better-sqlite3') } });
-    this.worker.on('message', (reply: Reply) => {
-      const p = this.pending.get(reply.id);
-      this.pending.delete(reply.id);
-      p?.resolve(reply);
-    });
-    const fail = (e: Error) => {
-      this.dead = e;
-      for (const p of this.pending.values()) p.reject(e);
-      this.pending.clear();
+
+    const ins = db.prepare('INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    const upd = db.prepare("UPDATE certificates SET state = 'issued', der = ? WHERE serial = ? AND state = 'pending'");
+    const head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+    const insertEvent = db.prepare('INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    const appendChain = (batch: PreparedEvent[]): Appended[] => {
+      if (batch.length === 0) return [];
+      const { rows, out } = chainRows(head.get() as { seq: number; hash: string } | undefined, batch);
+      for (const r of rows) insertEvent.run(r.seq, r.at, r.type, r.actor, r.subject, r.details, r.prev_hash, r.hash);
+      return out;
     };
-    this.worker.on('error', fail);
-    this.worker.on('exit', () => fail(new Error('the SQLite writer thread stopped')));
-    // after the listeners: adding a 'message' listener refs the worker again
-    this.worker.unref();
+    const apply = (op: WriterOp): WriterResult => {
+      if (op.kind === 'reserve') {
+        ins.run(...op.row);
+        return null;
+      }
+      return upd.run(op.der, op.serial).changes === 1 ? null : { code: 'missing' };
+    };
+    // The certificates first, then the events of those that were stored, in order.
+    const issue = db.transaction((ops: WriterOp[]) => {
+      const results = ops.map(apply);
+      appendChain(ops.flatMap((op, i) => (op.kind === 'complete' && op.event && results[i] === null ? [op.event] : [])));
+      return results;
+    });
+    this.issueTx = (ops) => issue.immediate(ops);
+    const audit = db.transaction(appendChain);
+    this.auditTx = (batch) => audit.immediate(batch);
+    this.checkpointer = startCheckpointer(filename);
+  }
+
+  /** One issuance batch (reservations and completions), one transaction; visible at once, durable after synced(). */
+  run(ops: WriterOp[]): Promise<WriterResult[]> {
+    return this.withLock(() => {
+      try {
+        return this.issueTx(ops);
+      } catch (e) {
+        if (isBusy(e)) throw e;
+        if (!isUnique(e)) return ops.map(() => ({ code: 'error' as const, message: String((e as Error)?.message) }));
+      }
+      // A serial collided somewhere in the batch: write each on its own to find it.
+      return ops.map((op) => {
+        try {
+          return this.issueTx([op])[0];
+        } catch (e) {
+          if (isBusy(e)) return { code: 'error' as const, message: String((e as Error)?.message) };
+          return { code: isUnique(e) ? ('unique' as const) : ('error' as const), message: String((e as Error)?.message) };
+        }
+      });
+    });
+  }
+
+  /** Appends audit events after the chain's head, one transaction; rejects with the database error (its code kept). */
+  appendAudit(batch: PreparedEvent[]): Promise<Appended[]> {
+    return this.withLock(() => this.auditTx(batch));
+  }
+
+  /** Runs `write` now, or, while another process holds the write lock, again a millisecond later. */
+  private withLock<R>(write: () => R): Promise<R> {
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    return new Promise<R>((resolve, reject) => {
+      const attempt = () => {
+        if (this.closed) return reject(new Error('the database is closed'));
+        try {
+          resolve(write());
+        } catch (e) {
+          if (isBusy(e) && Date.now() < deadline) setTimeout(attempt, 1);
+          else reject(e);
+        }
+      };
+      attempt();
+    });
   }
 
   /**
-   * Resolves once everything this thread committed before the call is on
-   * disk: it joins the next fsync of the log (one fsync for every caller
-   * that arrived while the previous one ran).
+   * Resolves once everything committed here before the call is on disk: it
+   * joins the next fsync of the log (one fsync for every caller that arrived
+   * while the previous one ran).
    */
   synced(): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -135,59 +180,98 @@ export class SqliteWriteThread {
     this.syncing = true;
     const batch = this.waiting;
     this.waiting = [];
-    this.syncWal(this.walPath, this.wal).then(
-      (fh) => {
-        this.wal = fh;
-        for (const w of batch) w.resolve();
-      },
-      (e: Error) => {
-        for (const w of batch) w.reject(e);
-      },
-    ).finally(() => {
-      this.syncing = false;
-      this.startSync();
-    });
-  }
-
-  /** One issuance batch (reservations and completions), one transaction. */
-  async run(ops: WriterOp[]): Promise<WriterResult[]> {
-    return (await this.send({ id: 0, kind: 'issue', ops })).results!;
-  }
-
-  /** Appends audit events after the chain's head, one transaction; rejects with the database error (its code kept). */
-  async appendAudit(batch: PreparedEvent[]): Promise<Appended[]> {
-    const r = await this.send({ id: 0, kind: 'audit', batch });
-    if (r.out) return r.out;
-    throw Object.assign(new Error(r.error?.message ?? 'audit append failed'), { code: r.error?.code });
-  }
-
-  private send(m: Message): Promise<Reply> {
-    if (this.dead) return Promise.reject(this.dead);
-    return new Promise((resolve, reject) => {
-      m.id = this.next++;
-      this.pending.set(m.id, { resolve, reject });
-      this.worker.postMessage(m);
-    });
+    this.syncWal(this.walPath, this.wal)
+      .then(
+        (h) => {
+          this.wal = h;
+          for (const w of batch) w.resolve();
+        },
+        (e: Error) => {
+          for (const w of batch) w.reject(e);
+        },
+      )
+      .finally(() => {
+        this.syncing = false;
+        this.startSync();
+      });
   }
 
   async close(): Promise<void> {
-    await this.worker.terminate();
-    await this.wal?.close().catch(() => undefined);
+    if (this.closed) return;
+    this.closed = true;
+    await this.checkpointer.terminate();
+    // What is committed is made durable before the connection goes.
+    await new Promise<void>((resolve) => {
+      this.waiting.push({ resolve, reject: () => resolve() });
+      this.startSync();
+    });
+    await this.wal?.fh.close().catch(() => undefined);
     this.wal = undefined;
+    this.db.close();
   }
 }
 
+/** An open log file, and which file it is. */
+export interface WalHandle {
+  fh: fsp.FileHandle;
+  ino: number;
+  dev: number;
+}
+
 /** fdatasync of `path`, through the handle kept from last time unless the file was replaced. */
-async function syncFile(path: string, current?: fsp.FileHandle): Promise<fsp.FileHandle> {
-  let fh = current;
-  if (fh) {
-    const [a, b] = await Promise.all([fh.stat(), fsp.stat(path).catch(() => undefined)]);
-    if (!b || a.ino !== b.ino || a.dev !== b.dev) {
-      await fh.close().catch(() => undefined);
-      fh = undefined;
-    }
+async function syncFile(path: string, current?: WalHandle): Promise<WalHandle> {
+  let h = current;
+  // a stat of a path is a cached lookup (microseconds): done here, it spares the thread pool a round
+  if (h && !sameFile(path, h)) {
+    await h.fh.close().catch(() => undefined);
+    h = undefined;
   }
-  fh ??= await fsp.open(path, 'r');
-  await fh.datasync();
-  return fh;
+  if (!h) {
+    const fh = await fsp.open(path, 'r');
+    const st = await fh.stat();
+    h = { fh, ino: st.ino, dev: st.dev };
+  }
+  await h.fh.datasync();
+  return h;
+}
+
+function sameFile(path: string, opened: WalHandle): boolean {
+  try {
+    const st = statSync(path);
+    return st.ino === opened.ino && st.dev === opened.dev;
+  } catch {
+    return false;
+  }
+}
+
+// PASSIVE checkpoints never wait for readers or writers; a checkpoint fsyncs
+// the log before it copies pages and the database after. Under a steady
+// stream of commits a passive checkpoint never catches up with the end of the
+// log, and the log only grows; past WAL_RESTART_BYTES a RESTART checkpoint
+// makes writers wait (they retry from a timer) until the log is copied back
+// and is reused from its start, then cut back to that size
+// (journal_size_limit).
+const WAL_RESTART_BYTES = 16 * 1024 * 1024;
+const CHECKPOINTER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const Database = require(workerData.module);
+const db = new Database(workerData.filename, { fileMustExist: true });
+db.pragma('busy_timeout = 1000');
+db.pragma('wal_autocheckpoint = 0');
+db.pragma('journal_size_limit = ' + workerData.restartBytes);
+setInterval(() => {
+  try {
+    let size = 0;
+    try { size = fs.statSync(workerData.filename + '-wal').size; } catch {}
+    db.pragma(size > workerData.restartBytes ? 'wal_checkpoint(RESTART)' : 'wal_checkpoint(PASSIVE)');
+  } catch {}
+}, workerData.every);
+`;
+
+function startCheckpointer(filename: string): Worker {
+  const w = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { filename, module: require.resolve('better-sqlite3'), every: CHECKPOINT_EVERY_MS, restartBytes: WAL_RESTART_BYTES } });
+  w.on('error', () => undefined);
+  w.unref();
+  return w;
 }
