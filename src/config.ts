@@ -33,8 +33,6 @@ export interface Config {
   issueRatePerAddress: number;
   /** serving processes (node:cluster); 1 serves in the main process */
   workers: number;
-  /** threads per serving process that parse and verify CSRs; 0 does it on the event loop */
-  csrThreads: number;
   /** extra profiles from the config file */
   profiles: Record<string, ProfileSpec>;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -146,7 +144,6 @@ export function loadConfig(env: Env = process.env): Config {
     caName: env.HSMCA_CA_NAME?.trim() || 'hsmca',
     maxBodyBytes: intSetting(env, 'HSMCA_MAX_BODY_BYTES', 128 * 1024, 1024, 16 * 1024 * 1024),
     workers: intSetting(env, 'HSMCA_WORKERS', 1, 1, 64),
-    csrThreads: intSetting(env, 'HSMCA_CSR_THREADS', 1, 0, 64),
     issueRatePerToken: intSetting(env, 'HSMCA_ISSUE_RATE_PER_TOKEN', 600, 0, 10_000_000),
     issueRatePerAddress: intSetting(env, 'HSMCA_ISSUE_RATE_PER_ADDRESS', 1200, 0, 10_000_000),
     profiles,

@@ -7,7 +7,6 @@ import { AUDIT_KEY_LABEL, AuditLog, KeyAuditingHsm } from './audit/audit-log';
 import { TokenService } from './auth/tokens';
 import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
 import { IssuanceService } from './ca/issuance';
-import { CsrThreads } from './ca/csr-threads';
 import { ProfileRegistry } from './ca/profiles';
 import { REASON_NAMES, RevocationService } from './ca/revocation';
 import { CrlService, Debouncer } from './ca/crl-service';
@@ -187,9 +186,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
   const audit = new AuditLog({ db, clock, log, verifyKey: async (label) => (await rawHsm.getKey(label))?.publicKey });
   // Every key generated from here on (CA keys at init, OCSP responder keys, the audit key) is audited.
   const hsm = new KeyAuditingHsm(new InstrumentedHsm(rawHsm, metrics, log), audit);
-  const csrs = new CsrThreads(config.csrThreads);
   const closeAll = async () => {
-    await csrs.close().catch(() => undefined);
     await audit.close().catch(() => undefined);
     await hsm.close().catch(() => undefined);
     await db.close().catch(() => undefined);
@@ -239,7 +236,6 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       hierarchy,
       links,
       store: certificates,
-      csrs,
       profiles,
       clock,
       log,

@@ -7,7 +7,7 @@ import { keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { Logger } from '../log';
 import { CertificateStore, SerialCollision } from '../storage/certificate-store';
 import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertificate } from './certificate';
-import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsr, validDnsName } from './csr';
+import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsrSync, validDnsName } from './csr';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
@@ -89,8 +89,6 @@ export class IssuanceService {
       log: Logger;
       policy?: IssuancePolicy;
       hooks?: IssuanceHooks;
-      /** where CSRs are parsed and verified (CsrThreads); on the event loop when absent */
-      csrs?: { parse(der: Buffer): Promise<ParsedCsr> };
     },
   ) {
     const { issuing, root } = deps.hierarchy;
@@ -107,8 +105,7 @@ export class IssuanceService {
 
   async issue(req: IssueRequest, principal: Principal): Promise<IssueResponse> {
     try {
-      const der = csrFromPem(req.csr);
-      const csr = await (this.deps.csrs ? this.deps.csrs.parse(der) : parseCsr(der));
+      const csr = parseCsrSync(csrFromPem(req.csr));
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);
