@@ -248,9 +248,9 @@ function sameFile(path: string, opened: WalHandle): boolean {
 // the log before it copies pages and the database after. Under a steady
 // stream of commits a passive checkpoint never catches up with the end of the
 // log, and the log only grows; past WAL_RESTART_BYTES a RESTART checkpoint
-// makes writers wait (they retry from a timer) until the log is copied back
-// and is reused from its start, then cut back to that size
-// (journal_size_limit).
+// follows the passive one: it makes writers wait (they retry from a timer)
+// while it copies what was committed since the passive pass, and the log is
+// then reused from its start and cut back to that size (journal_size_limit).
 const WAL_RESTART_BYTES = 16 * 1024 * 1024;
 const CHECKPOINTER_SOURCE = `
 const { workerData } = require('node:worker_threads');
@@ -264,7 +264,9 @@ setInterval(() => {
   try {
     let size = 0;
     try { size = fs.statSync(workerData.filename + '-wal').size; } catch {}
-    db.pragma(size > workerData.restartBytes ? 'wal_checkpoint(RESTART)' : 'wal_checkpoint(PASSIVE)');
+    db.pragma('wal_checkpoint(PASSIVE)');
+    // what is left to copy now is only what was committed during the passive pass
+    if (size > workerData.restartBytes) db.pragma('wal_checkpoint(RESTART)');
   } catch {}
 }, workerData.every);
 `;
