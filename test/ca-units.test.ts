@@ -1,6 +1,6 @@
 import * as der from '../src/asn1/der';
 import { normalizeSerial, randomSerial, serialHex } from '../src/ca/certificate';
-import { ipToBytes, ipToString, parseCsr, validDnsName, csrFromPem } from '../src/ca/csr';
+import { ipToBytes, ipToString, parseCsrSync, validDnsName, csrFromPem } from '../src/ca/csr';
 import { applyProfile } from '../src/ca/issuance';
 import { ProfileRegistry, compileProfile } from '../src/ca/profiles';
 import { CaError, ConfigError } from '../src/errors';
@@ -94,7 +94,7 @@ describe('names', () => {
 
 describe('profiles', () => {
   const reg = new ProfileRegistry();
-  const csr = (o: Parameters<typeof makeCsr>[0]) => parseCsr(csrFromPem(makeCsr(o).csr));
+  const csr = async (o: Parameters<typeof makeCsr>[0]) => parseCsrSync(csrFromPem(makeCsr(o).csr));
 
   it.each<[string, Parameters<typeof makeCsr>[0], string | null]>([
     ['tls-server', { subject: '/CN=a.example', sans: 'DNS:a.example' }, null],

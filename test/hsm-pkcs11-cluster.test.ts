@@ -1,11 +1,11 @@
-import { createPublicKey, createVerify } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import * as pkcs11js from 'pkcs11js';
-import { HsmError, KeyInfo } from '../src/hsm/hsm';
-import { keyAlgorithmInfo } from '../src/hsm/key-algorithm';
+import { KeyInfo } from '../src/hsm/hsm';
 import { CLUSTER_KEK_LABEL, Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
 import {
+  assertNoSecrets,
   createSoftHsmTokens,
+  hsmErrorOf as errorOf,
   pkcs11Describe,
   pkcs11Required,
   pkcs11ToolAvailable,
@@ -13,32 +13,13 @@ import {
   rawModule,
   slotOf,
   SoftHsmTokens,
+  verifyWith as verify,
 } from './helpers/softhsm';
 
 const d = pkcs11Describe();
 
-function verify(info: KeyInfo, data: Buffer, sig: Buffer): boolean {
-  return createVerify(keyAlgorithmInfo(info.algorithm).hash)
-    .update(data)
-    .verify(createPublicKey({ key: info.publicKey, format: 'der', type: 'spki' }), sig);
-}
 
-async function errorOf(p: Promise<unknown>): Promise<HsmError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HsmError);
-    return e as HsmError;
-  }
-  throw new Error('expected an HsmError');
-}
 
-function assertNoSecrets(text: string, t: SoftHsmTokens): void {
-  expect(text).not.toContain(t.pin);
-  expect(text).not.toContain(t.soPin);
-  expect(text).not.toMatch(/[0-9a-fA-F]{40,}/);
-  expect(text).not.toMatch(/[A-Za-z0-9+/]{40,}={0,2}/);
-}
 
 /** Objects with a label on one token, read through a test session (shares the backend's login). */
 function objectsOn(p11: pkcs11js.PKCS11, token: string, label: string): { cls: number; id: string; attrs: Record<string, boolean> }[] {

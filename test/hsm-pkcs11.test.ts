@@ -1,11 +1,13 @@
-import { createPublicKey, createVerify, KeyObject } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import { inspect } from 'node:util';
 import * as pkcs11js from 'pkcs11js';
-import { HsmError, KeyInfo } from '../src/hsm/hsm';
+import { KeyInfo } from '../src/hsm/hsm';
 import { KEY_ALGORITHMS, KeyAlgorithm, keyAlgorithmInfo } from '../src/hsm/key-algorithm';
 import { bareSignLoop, Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
 import {
+  assertNoSecrets,
   createSoftHsmTokens,
+  hsmErrorOf as errorOf,
   pkcs11Describe,
   pkcs11Required,
   pkcs11ToolAvailable,
@@ -13,6 +15,7 @@ import {
   rawModule,
   slotOf,
   SoftHsmTokens,
+  verifyWith as verify,
 } from './helpers/softhsm';
 
 const d = pkcs11Describe();
@@ -27,28 +30,8 @@ const toolTest = pkcs11ToolAvailable()
         console.warn(`*** ${msg} ***`);
       });
 
-function verify(info: KeyInfo, data: Buffer, sig: Buffer): boolean {
-  const key: KeyObject = createPublicKey({ key: info.publicKey, format: 'der', type: 'spki' });
-  return createVerify(keyAlgorithmInfo(info.algorithm).hash).update(data).verify(key, sig);
-}
 
-/** Whatever a caller can see must hold no PIN and no long run of hex or base64 (key bytes, wrapped blobs). */
-function assertNoSecrets(text: string, t: SoftHsmTokens): void {
-  expect(text).not.toContain(t.pin);
-  expect(text).not.toContain(t.soPin);
-  expect(text).not.toMatch(/[0-9a-fA-F]{40,}/);
-  expect(text).not.toMatch(/[A-Za-z0-9+/]{40,}={0,2}/);
-}
 
-async function errorOf(p: Promise<unknown>): Promise<HsmError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HsmError);
-    return e as HsmError;
-  }
-  throw new Error('expected an HsmError');
-}
 
 d('PKCS#11 backend on one SoftHSM2 token', () => {
   let t: SoftHsmTokens;

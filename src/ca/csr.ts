@@ -132,11 +132,6 @@ export function parseCsrSync(der: Buffer): ParsedCsr {
   return c.csr;
 }
 
-/** parseCsrSync for callers that want a promise (its errors become rejections). */
-export async function parseCsr(der: Buffer): Promise<ParsedCsr> {
-  return parseCsrSync(der);
-}
-
 const EC_CURVES: Record<string, { crv: string; size: number }> = {
   [OID.prime256v1]: { crv: 'P-256', size: 32 },
   [OID.secp384r1]: { crv: 'P-384', size: 48 },

@@ -103,7 +103,12 @@ export class IssuanceService {
     this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
   }
 
-  async issue(req: IssueRequest, principal: Principal): Promise<IssueResponse> {
+  /** `body` is the parsed request body; anything but a JSON object is refused before it is looked at. */
+  async issue(body: unknown, principal: Principal): Promise<IssueResponse> {
+    if (!body || typeof body !== 'object' || Array.isArray(body)) {
+      throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object: {"csr": PEM, "profile": name, "validityDays": n}');
+    }
+    const req = body as IssueRequest;
     try {
       const csr = parseCsrSync(csrFromPem(req.csr));
       const profile = this.profileOf(req.profile);

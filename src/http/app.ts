@@ -3,6 +3,7 @@ import { Metrics } from '../metrics';
 import { Logger } from '../log';
 import { CaError } from '../errors';
 import { errorHandler, notFoundHandler, sendError } from './errors';
+import { SECURITY_HEADERS } from './headers';
 
 export interface AppParts {
   metrics: Metrics;
@@ -11,15 +12,6 @@ export interface AppParts {
   routers: RequestHandler[];
   health: () => Promise<{ ok: boolean; body: Record<string, unknown> }>;
 }
-
-/** Security headers on every response (OWASP secure headers for an API). */
-export const SECURITY_HEADERS: readonly [string, string][] = [
-  ['X-Content-Type-Options', 'nosniff'],
-  ['X-Frame-Options', 'DENY'],
-  ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"],
-  ['Referrer-Policy', 'no-referrer'],
-  ['Cross-Origin-Resource-Policy', 'same-origin'],
-];
 
 const securityHeaders: RequestHandler = (_req, res, next) => {
   for (const [k, v] of SECURITY_HEADERS) res.setHeader(k, v);

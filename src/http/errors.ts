@@ -46,7 +46,12 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (typeof status === 'number' && status >= 400 && status < 500) {
       return sendError(res, new CaError('badRequest', 'badRequest', 'the request could not be read'));
     }
-    log.error('unexpected error', { method: req.method, path: req.path, error: (err as Error)?.stack ?? String(err) });
-    sendError(res, new CaError('internal', 'internalError', 'an internal error occurred; it has been logged'));
+    sendError(res, unexpectedError(log, req.method, req.path, err));
   };
+}
+
+/** An error nobody expected: logged with its stack, answered as a bare 500 that says nothing of it. */
+export function unexpectedError(log: Logger, method: string, path: string, e: unknown): CaError {
+  log.error('unexpected error', { method, path, error: (e as Error)?.stack ?? String(e) });
+  return new CaError('internal', 'internalError', 'an internal error occurred; it has been logged');
 }

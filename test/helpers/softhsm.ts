@@ -23,10 +23,12 @@ import { execFile as execFileCb } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, createVerify, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import * as vm from 'node:vm';
 import * as pkcs11js from 'pkcs11js';
+import { HsmError, KeyInfo } from '../../src/hsm/hsm';
+import { keyAlgorithmInfo } from '../../src/hsm/key-algorithm';
 
 const execFile = promisify(execFileCb);
 
@@ -224,4 +226,29 @@ export async function pkcs11ToolListObjects(t: SoftHsmTokens, label: string, typ
   if (type) args.push('--type', type);
   const { stdout } = await execFile('pkcs11-tool', args, { env: t.env });
   return stdout;
+}
+
+/** Whether `sig` is the key's signature over `data` (checked with node:crypto, not the HSM). */
+export function verifyWith(info: KeyInfo, data: Buffer, sig: Buffer): boolean {
+  const key = createPublicKey({ key: info.publicKey, format: 'der', type: 'spki' });
+  return createVerify(keyAlgorithmInfo(info.algorithm).hash).update(data).verify(key, sig);
+}
+
+/** The HsmError `p` rejects with (a test failure when it resolves or rejects with anything else). */
+export async function hsmErrorOf(p: Promise<unknown>): Promise<HsmError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(HsmError);
+    return e as HsmError;
+  }
+  throw new Error('expected an HsmError');
+}
+
+/** Whatever a caller can see must hold no PIN and no long run of hex or base64 (key bytes, wrapped blobs). */
+export function assertNoSecrets(text: string, t: SoftHsmTokens): void {
+  expect(text).not.toContain(t.pin);
+  expect(text).not.toContain(t.soPin);
+  expect(text).not.toMatch(/[0-9a-fA-F]{40,}/);
+  expect(text).not.toMatch(/[A-Za-z0-9+/]{40,}={0,2}/);
 }

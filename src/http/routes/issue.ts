@@ -4,9 +4,10 @@ import { IssuanceService } from '../../ca/issuance';
 import { CaError } from '../../errors';
 import { Logger } from '../../log';
 import { Metrics } from '../../metrics';
-import { SECURITY_HEADERS } from '../app';
+import { SECURITY_HEADERS } from '../headers';
 import { AuthHooks } from '../auth';
-import { sendError, sendJson } from '../errors';
+import { BODY_ABORTED, BODY_TOO_LARGE, readBody } from '../body';
+import { sendError, sendJson, unexpectedError } from '../errors';
 import { IssuanceRateLimit } from '../rate-limit';
 
 export interface IssueHandlerDeps {
@@ -20,11 +21,7 @@ export interface IssueHandlerDeps {
 }
 
 const ROUTE = '/api/v1/certificates';
-const TOO_LARGE = new CaError('tooLarge', 'bodyTooLarge', 'the request body is too large');
 const NOT_JSON = new CaError('badRequest', 'malformedJson', 'the request body is not valid JSON');
-const NOT_OBJECT = new CaError('badRequest', 'malformedJson', 'the body must be a JSON object: {"csr": PEM, "profile": name, "validityDays": n}');
-/** the client went away while sending its body: nothing to answer */
-const ABORTED = Symbol('aborted');
 
 /**
  * POST /api/v1/certificates on the bare node:http request, as OCSP is: the
@@ -73,46 +70,22 @@ async function serve(d: IssueHandlerDeps, req: IncomingMessage, res: ServerRespo
       throw e;
     }
     d.limit.take(ip, principal.id);
-    const body = parseJson(await readBody(req, d.maxBodyBytes));
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw NOT_OBJECT;
-    const out = await d.issuance.issue(body as Record<string, unknown>, { tokenId: principal.id, name: principal.name, role: principal.role, scope: principal.scope });
+    let raw: Buffer;
+    try {
+      raw = await readBody(req, d.maxBodyBytes);
+    } catch (e) {
+      throw e === BODY_TOO_LARGE ? new CaError('tooLarge', 'bodyTooLarge', 'the request body is too large') : e;
+    }
+    const body = parseJson(raw);
+    const out = await d.issuance.issue(body, { tokenId: principal.id, name: principal.name, role: principal.role, scope: principal.scope });
     sendJson(res, 201, out);
   } catch (e) {
-    if (e === ABORTED || res.headersSent) {
+    if (e === BODY_ABORTED || res.headersSent) {
       res.destroy();
       return;
     }
-    if (e instanceof CaError) return sendError(res, e);
-    d.log.error('unexpected error', { method: 'POST', path, error: (e as Error)?.stack ?? String(e) });
-    sendError(res, new CaError('internal', 'internalError', 'an internal error occurred; it has been logged'));
+    sendError(res, e instanceof CaError ? e : unexpectedError(d.log, 'POST', path, e));
   }
-}
-
-/** The body, up to `limit` bytes; a declared or actual size past it is refused without reading on. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.reject(TOO_LARGE);
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let settled = false;
-    const settle = (err: unknown, body?: Buffer) => {
-      if (settled) return;
-      settled = true;
-      req.removeListener('data', onData);
-      if (err) reject(err);
-      else resolve(body!);
-    };
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > limit) settle(TOO_LARGE);
-      else chunks.push(c);
-    };
-    req.on('data', onData);
-    req.on('end', () => settle(undefined, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    req.on('error', () => settle(ABORTED));
-    req.on('close', () => settle(req.complete ? undefined : ABORTED, Buffer.concat(chunks, size)));
-  });
 }
 
 const FIRST_CHAR = /^[\x20\x09\x0a\x0d]*([^\x20\x09\x0a\x0d])/;

@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Metrics } from '../../metrics';
+import { BODY_TOO_LARGE, readBody } from '../body';
+import { SECURITY_HEADERS } from '../headers';
 import { ocspErrorResponse } from '../../ocsp/response';
 import { OcspAnswer, OcspSource } from '../../ocsp/responder';
 
@@ -8,13 +10,14 @@ const MAX_OCSP_REQUEST = 16 * 1024;
 const MALFORMED = ocspErrorResponse('malformedRequest');
 const TRY_LATER = ocspErrorResponse('tryLater');
 
-/** The same security headers as the rest of the service, written without a framework. */
+/**
+ * The same security headers as the rest of the service, written without a
+ * framework; not Cross-Origin-Resource-Policy, since OCSP answers are for any
+ * origin's client.
+ */
 const BASE_HEADERS: [string, string][] = [
   ['Content-Type', 'application/ocsp-response'],
-  ['X-Content-Type-Options', 'nosniff'],
-  ['X-Frame-Options', 'DENY'],
-  ['Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'"],
-  ['Referrer-Policy', 'no-referrer'],
+  ...SECURITY_HEADERS.filter(([name]) => name !== 'Cross-Origin-Resource-Policy'),
 ];
 
 function send(req: IncomingMessage, res: ServerResponse, a: OcspAnswer, metrics: Metrics, cacheable: boolean): void {
@@ -75,17 +78,11 @@ export function ocspHttpHandler(source: OcspSource, metrics: Metrics): (req: Inc
   return (req, res) => {
     const url = req.url ?? '';
     if (req.method === 'POST' && (url === '/ocsp' || url === '/ocsp/')) {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size <= MAX_OCSP_REQUEST) chunks.push(c);
-      });
-      req.on('error', () => res.destroy());
-      req.on('end', () => {
-        if (size > MAX_OCSP_REQUEST) send(req, res, { outcome: 'malformedRequest', body: MALFORMED }, metrics, false);
-        else answer(req, res, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), false);
-      });
+      // Past the limit it is not an OCSP request: malformedRequest, without reading on.
+      readBody(req, MAX_OCSP_REQUEST).then(
+        (der) => answer(req, res, der, false),
+        (e) => (e === BODY_TOO_LARGE ? send(req, res, { outcome: 'malformedRequest', body: MALFORMED }, metrics, false) : res.destroy()),
+      );
       return true;
     }
     if ((req.method === 'GET' || req.method === 'HEAD') && url.startsWith('/ocsp/')) {
