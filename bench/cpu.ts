@@ -15,6 +15,8 @@ export interface CpuSnapshot {
   total: number;
   /** utime + stime jiffies of the benchmark's process tree */
   bench: number;
+  /** utime + stime jiffies of the process tree of the server under test, when one was named */
+  server?: number;
 }
 
 export interface CpuUse {
@@ -24,6 +26,8 @@ export interface CpuUse {
   benchCores: number;
   /** CPUs' worth of time used by other processes on the machine */
   otherCores: number;
+  /** CPU seconds used by the server under test (its process and its children) */
+  serverSeconds?: number;
 }
 
 const CLK_TCK = 100;
@@ -40,8 +44,8 @@ function machine(): { busy: number; total: number } | undefined {
   }
 }
 
-/** utime + stime of this process and all its descendants, in jiffies. */
-function treeTicks(root: number): number {
+/** utime + stime of each root process and all its descendants, in jiffies, from one pass over /proc. */
+function treeTicks(roots: number[]): number[] {
   const children = new Map<number, number[]>();
   const ticks = new Map<number, number>();
   for (const name of fs.readdirSync('/proc')) {
@@ -61,20 +65,24 @@ function treeTicks(root: number): number {
     if (list) list.push(pid);
     else children.set(ppid, [pid]);
   }
-  let sum = 0;
-  const stack = [root];
-  while (stack.length) {
-    const p = stack.pop()!;
-    sum += ticks.get(p) ?? 0;
-    for (const c of children.get(p) ?? []) stack.push(c);
-  }
-  return sum;
+  return roots.map((root) => {
+    let sum = 0;
+    const stack = [root];
+    while (stack.length) {
+      const p = stack.pop()!;
+      sum += ticks.get(p) ?? 0;
+      for (const c of children.get(p) ?? []) stack.push(c);
+    }
+    return sum;
+  });
 }
 
-export function cpuSnapshot(): CpuSnapshot | undefined {
+/** The machine's CPU counters, the benchmark's, and those of the server under test when its pid is given. */
+export function cpuSnapshot(serverPid?: number): CpuSnapshot | undefined {
   const m = machine();
   if (!m) return undefined;
-  return { at: performance.now(), busy: m.busy, total: m.total, bench: treeTicks(process.pid) };
+  const [bench, server] = treeTicks(serverPid === undefined ? [process.pid] : [process.pid, serverPid]);
+  return { at: performance.now(), busy: m.busy, total: m.total, bench, server };
 }
 
 /** CPU use between two snapshots; undefined when /proc is not there. */
@@ -85,5 +93,6 @@ export function cpuUse(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): 
   // a process that exited during the interval takes its ticks with it: never below zero
   const benchCores = Math.max(0, (b.bench - a.bench) / CLK_TCK / seconds);
   const r = (x: number) => Math.round(x * 100) / 100;
-  return { busyCores: r(busyCores), benchCores: r(benchCores), otherCores: r(Math.max(0, busyCores - benchCores)) };
+  const serverSeconds = a.server !== undefined && b.server !== undefined && b.server >= a.server ? (b.server - a.server) / CLK_TCK : undefined;
+  return { busyCores: r(busyCores), benchCores: r(benchCores), otherCores: r(Math.max(0, busyCores - benchCores)), serverSeconds };
 }

@@ -25,6 +25,7 @@ import { fillInChild } from './fill';
 import { Hsmca, newDataDir, removeDataDir, startHsmca } from './hsmca';
 import { CpuUse, cpuSnapshot, cpuUse } from './cpu';
 import { measureHsmInChild } from './hsm-child';
+import { measurePipelineInChild } from './pipeline-child';
 import { LoadGenerator, LoadRequest, LoadResult, LoadSpec } from './load';
 import {
   CFSSL_HINT,
@@ -144,6 +145,8 @@ interface LoadFigure {
   rps: Summary;
   /** CPUs' worth of time other processes on the machine used during each run (see cpu.ts) */
   otherCores?: Summary;
+  /** CPU time the server under test used per answer, in microseconds (all its threads and child processes) */
+  cpuUsPerAnswer?: Summary;
   /** latency in milliseconds */
   p50: Summary;
   p99: Summary;
@@ -157,9 +160,14 @@ function loadFigure(runs: LoadResult[], cpu: (CpuUse | undefined)[] = []): LoadF
   const statusCodes: Record<string, number> = {};
   for (const r of runs) for (const [k, v] of Object.entries(r.statusCodes)) statusCodes[k] = (statusCodes[k] ?? 0) + v;
   const other = cpu.filter((c): c is CpuUse => c !== undefined).map((c) => c.otherCores);
+  const perAnswer = runs.flatMap((r, i) => {
+    const sec = cpu[i]?.serverSeconds;
+    return sec !== undefined && r.ok > 0 ? [(sec * 1e6) / r.ok] : [];
+  });
   return {
     rps: summarize(runs.map((r) => r.rps)),
     otherCores: other.length ? summarize(other) : undefined,
+    cpuUsPerAnswer: perAnswer.length ? summarize(perAnswer) : undefined,
     p50: summarize(runs.map((r) => r.p50)),
     p99: summarize(runs.map((r) => r.p99)),
     errors: runs.reduce((n, r) => n + r.unexpected + r.errors + r.timeouts, 0),
@@ -183,6 +191,15 @@ interface IssuanceRow {
   cfssl?: LoadFigure;
   /** hsmca / cfssl certificates per second */
   ratio?: number;
+}
+
+interface PipelineResult {
+  seconds: number;
+  /** CPU µs of one CSR check (parse, key import, proof of possession) */
+  csrCheckUs: Summary;
+  /** IssuanceService.issue in process, 32 in flight */
+  issuedPerSec: Summary;
+  cpuUsPerCert: Summary;
 }
 
 interface OcspRow {
@@ -248,6 +265,7 @@ interface Results {
   hsm?: HsmResult;
   pkcs11?: Pkcs11Result | { skipped: string };
   issuance?: IssuanceRow[];
+  pipeline?: PipelineResult;
   ocsp?: OcspRow[];
   crl?: CrlRow[];
   scale?: ScaleResult;
@@ -304,16 +322,17 @@ async function measureInterleaved(lg: LoadGenerator, s: Settings, label: string,
   const cpu: Record<string, (CpuUse | undefined)[]> = Object.fromEntries(names.map((n) => [n, []]));
   for (let r = 0; r < s.runs; r++) {
     for (const n of names) {
-      const before = cpuSnapshot();
+      const pid = targets[n].server?.proc.pid;
+      const before = cpuSnapshot(pid);
       const res = await lg.run(targets[n].spec);
-      const use = cpuUse(before, cpuSnapshot());
+      const use = cpuUse(before, cpuSnapshot(pid));
       checkAlive(targets[n].server);
       runs[n].push(res);
       cpu[n].push(use);
       const bad = res.unexpected + res.errors + res.timeouts;
       progress(
         `  ${label} ${n} run ${r + 1}/${s.runs}: ${round(res.rps)}/s p50 ${round(res.p50)} ms p99 ${round(res.p99)} ms` +
-          (use ? ` (CPUs busy: bench ${use.benchCores}, other processes ${use.otherCores})` : '') +
+          (use ? ` (CPUs busy: bench ${use.benchCores}, other processes ${use.otherCores}${use.serverSeconds !== undefined && res.ok ? `; server CPU ${round((use.serverSeconds * 1e6) / res.ok)} µs per answer` : ''})` : '') +
           (bad ? `  ERRORS ${bad} ${JSON.stringify({ ...res.statusCodes, ...res.errorCodes })}` : ''),
       );
     }
@@ -479,6 +498,22 @@ async function cfsslServe(sh: Shared): Promise<Server | undefined> {
     progress(`cfssl serve on 127.0.0.1:${cfssl.port} (pid ${cfssl.proc.pid})`);
   }
   return sh.cfsslServe;
+}
+
+/** 2b: the issuance pipeline without HTTP, in a child process (pipeline-child.ts). */
+async function phasePipeline(sh: Shared): Promise<PipelineResult> {
+  const { s } = sh;
+  const csrs = await csrsOf(sh);
+  progress(`2b. issuance pipeline in process (no HTTP), P-256: ${s.runs} x ${s.hsmSeconds} s CSR checks, then ${s.hsmSeconds} s of issuance, 32 in flight`);
+  const rounds = await measurePipelineInChild(s.runs, s.hsmSeconds, csrs.p256.length);
+  const r: PipelineResult = {
+    seconds: s.hsmSeconds,
+    csrCheckUs: summarize(rounds.map((x) => x.csrCheckUs)),
+    issuedPerSec: summarize(rounds.map((x) => x.issuedPerSec)),
+    cpuUsPerCert: summarize(rounds.map((x) => x.cpuUsPerCert)),
+  };
+  progress(`  CSR check ${fmt(r.csrCheckUs)} µs; pipeline ${fmt(r.issuedPerSec)} certificates/s, ${fmt(r.cpuUsPerCert)} µs CPU each`);
+  return r;
 }
 
 async function phaseIssuance(sh: Shared): Promise<IssuanceRow[]> {
@@ -826,6 +861,9 @@ const contended = (f: LoadFigure | undefined) => (f?.otherCores?.median ?? 0) >=
 const lf = (f: LoadFigure | undefined, prefix = ''): string[] =>
   f ? [prefix + fmt(f.rps) + (contended(f) ? ' †' : ''), fmt(f.p50), fmt(f.p99), String(f.errors)] : ['—', '—', '—', '—'];
 
+/** The server's CPU time per answer, median over the runs, in µs. */
+const cpuCell = (f: LoadFigure | undefined): string => (f?.cpuUsPerAnswer ? String(Math.round(f.cpuUsPerAnswer.median)) : '—');
+
 function allFigures(r: Results): LoadFigure[] {
   return [
     ...(r.issuance ?? []).flatMap((x) => [x.hsmca, x.cfssl]),
@@ -925,11 +963,34 @@ function report(r: Results, write: (l: string) => void): void {
   }
   if (r.issuance) {
     write('');
-    write(`2. Issuance — POST /api/v1/certificates vs cfssl serve /api/v1/cfssl/sign (certificates/s, latency ms, ${m.settings.durationSec} s per run)`);
+    write(`2. Issuance — POST /api/v1/certificates vs cfssl serve /api/v1/cfssl/sign (certificates/s, latency ms, ${m.settings.durationSec} s per run;`);
+    write('   CPU µs: CPU time of the server process, all its threads, per certificate)');
     table(
       [
-        ['key', 'c', 'hsmca cert/s', 'p50', 'p99', 'err', 'cfssl cert/s', 'p50', 'p99', 'err', 'hsmca/cfssl'],
-        ...r.issuance.map((x) => [x.key, String(x.concurrency), ...lf(x.hsmca), ...(x.cfssl ? lf(x.cfssl) : ['—', '—', '—', '—']), fmtRatio(x.ratio)]),
+        ['key', 'c', 'hsmca cert/s', 'p50', 'p99', 'err', 'CPU µs', 'cfssl cert/s', 'p50', 'p99', 'err', 'CPU µs', 'hsmca/cfssl'],
+        ...r.issuance.map((x) => [
+          x.key,
+          String(x.concurrency),
+          ...lf(x.hsmca),
+          cpuCell(x.hsmca),
+          ...(x.cfssl ? [...lf(x.cfssl), cpuCell(x.cfssl)] : ['—', '—', '—', '—', '—']),
+          fmtRatio(x.ratio),
+        ]),
+      ],
+      write,
+    );
+  }
+  if (r.pipeline) {
+    const p = r.pipeline;
+    const http = r.issuance?.find((x) => x.key === 'P-256' && x.concurrency === 32)?.hsmca.cpuUsPerAnswer;
+    write('');
+    write(`2b. Where a P-256 issuance's CPU time goes — the pipeline in process, without HTTP (${p.seconds} s per run)`);
+    table(
+      [
+        ['part', 'figure'],
+        ['CSR check (parse, key import, proof of possession), sequential', `${fmt(p.csrCheckUs)} µs CPU`],
+        ['IssuanceService.issue, 32 in flight: CSR check, TBS, HSM signature, reservation, certificate + audit event, fsync', `${fmt(p.issuedPerSec)} cert/s, ${fmt(p.cpuUsPerCert)} µs CPU each`],
+        ...(http ? [['the same over HTTP, c=32 (figure 2): the server process', `${fmt(http)} µs CPU each`]] : []),
       ],
       write,
     );
@@ -1072,7 +1133,10 @@ async function main(): Promise<void> {
   try {
     if (o.phases.has('hsm')) results.hsm = await phaseHsm(s);
     if (o.phases.has('pkcs11')) results.pkcs11 = await phasePkcs11(s);
-    if (o.phases.has('issuance')) results.issuance = await phaseIssuance(sh);
+    if (o.phases.has('issuance')) {
+      results.pipeline = await phasePipeline(sh);
+      results.issuance = await phaseIssuance(sh);
+    }
     if (o.phases.has('ocsp')) results.ocsp = await phaseOcsp(sh);
     await sh.cfsslServe?.stop();
     if (sh.ca) {
