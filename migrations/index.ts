@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as m001 from './001_initial';
 import * as m002 from './002_crls';
 import * as m003 from './003_audit';
+import * as m004 from './004_crl_index';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -11,6 +12,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '001_initial': m001,
   '002_crls': m002,
   '003_audit': m003,
+  '004_crl_index': m004,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -140,6 +140,24 @@ function toRecord(r: Row): CertificateRecord {
   };
 }
 
+/** Which revoked certificates a CRL lists. */
+export interface RevokedQuery {
+  /** certificates that expired before this (epoch ms) are left out */
+  expiredAfter: number;
+  /** only revocations at or after this (epoch ms): delta CRLs */
+  revokedSince?: number;
+}
+
+/**
+ * The revoked certificates a CRL lists. Its conditions imply those of the
+ * partial index of migration 004 (revoked, issued), so both the count and the
+ * pages are read from that index rather than from the table.
+ */
+export function revokedQuery(knex: Knex, q: RevokedQuery): Knex.QueryBuilder {
+  const query = knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('not_after', '>', q.expiredAfter);
+  return q.revokedSince === undefined ? query : query.andWhere('revoked_at', '>=', q.revokedSince);
+}
+
 export type RevokeOutcome = { kind: 'revoked'; record: CertificateRecord } | { kind: 'notFound' } | { kind: 'alreadyRevoked'; record: CertificateRecord };
 
 /**
@@ -352,17 +370,15 @@ export class CertificateStore {
    * in memory. `expiredAfter` drops certificates that expired before it;
    * `revokedSince` keeps only recent revocations (delta CRLs).
    */
-  async *revokedPages(q: { expiredAfter: number; revokedSince?: number; pageSize?: number }): AsyncGenerator<RevokedRow[]> {
+  async *revokedPages(q: RevokedQuery & { pageSize?: number }): AsyncGenerator<RevokedRow[]> {
     let after = 0;
     const size = q.pageSize ?? 10000;
     for (;;) {
-      let query = this.knex('certificates')
-        .where({ state: 'issued' })
-        .whereNotNull('revoked_at')
-        .andWhere('not_after', '>', q.expiredAfter)
-        .andWhere('id', '>', after);
-      if (q.revokedSince !== undefined) query = query.andWhere('revoked_at', '>=', q.revokedSince);
-      const rows = await query.orderBy('id', 'asc').limit(size).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
+      const rows = await revokedQuery(this.knex, q)
+        .andWhere('id', '>', after)
+        .orderBy('id', 'asc')
+        .limit(size)
+        .select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
       if (rows.length === 0) return;
       after = Number(rows[rows.length - 1].id);
       yield rows.map((r: Record<string, unknown>) => ({
@@ -375,10 +391,8 @@ export class CertificateStore {
     }
   }
 
-  async countRevoked(q: { expiredAfter: number; revokedSince?: number }): Promise<number> {
-    let query = this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('not_after', '>', q.expiredAfter);
-    if (q.revokedSince !== undefined) query = query.andWhere('revoked_at', '>=', q.revokedSince);
-    const r = await query.count<{ n: number | string }[]>({ n: '*' });
+  async countRevoked(q: RevokedQuery): Promise<number> {
+    const r = await revokedQuery(this.knex, q).count<{ n: number | string }[]>({ n: '*' });
     return Number(r[0].n);
   }
 
