@@ -523,8 +523,9 @@ function startBackground(core: Core, leader: boolean): { stop(): void; finalChec
   if (leader) crl.start();
   core.revocation.onRevoked(() => crl.trigger());
   const timers: NodeJS.Timeout[] = [];
+  const logFailure = (what: string) => (e: unknown) => core.log.error(`${what} failed`, { error: (e as Error)?.message ?? String(e) });
   const every = (ms: number, job: () => Promise<unknown>, what: string) => {
-    const t = setInterval(() => job().catch((e) => core.log.error(`${what} failed`, { error: (e as Error).message })), ms);
+    const t = setInterval(() => job().catch(logFailure(what)), ms);
     t.unref();
     timers.push(t);
   };
@@ -533,9 +534,9 @@ function startBackground(core: Core, leader: boolean): { stop(): void; finalChec
   if (core.config.workers > 1) every(2000, () => core.crls.reload(), 'CRL reload');
   // The leader signs the audit log's head: now (what start-up recorded), every minute, and at shutdown.
   const signer = leader ? core.auditSigner : undefined;
-  const checkpoint = () => (signer ? core.audit.checkpoint(signer) : Promise.resolve());
+  const checkpoint = (): Promise<void> => (signer ? core.audit.checkpoint(signer).catch(logFailure('audit checkpoint')) : Promise.resolve());
   if (signer) {
-    checkpoint().catch((e) => core.log.error('audit checkpoint failed', { error: (e as Error).message }));
+    void checkpoint();
     every(AUDIT_CHECKPOINT_MS, checkpoint, 'audit checkpoint');
   }
   return {
@@ -543,6 +544,6 @@ function startBackground(core: Core, leader: boolean): { stop(): void; finalChec
       crl.stop();
       for (const t of timers) clearInterval(t);
     },
-    finalCheckpoint: () => checkpoint().catch((e) => core.log.error('audit checkpoint failed', { error: (e as Error).message })),
+    finalCheckpoint: checkpoint,
   };
 }

@@ -5,8 +5,6 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import express from 'express';
 import type { Knex } from 'knex';
-import { migrationSource } from '../migrations';
-import * as m003 from '../migrations/003_audit';
 import {
   AUDIT_EVENT_TYPES,
   AuditEventType,
@@ -28,17 +26,6 @@ import { Logger, silentLogger } from '../src/log';
 import { Database, openDatabase } from '../src/storage/database';
 import { backends, freshPostgres, tempDir } from './helpers/harness';
 
-/**
- * 003_audit until migrations/index.ts lists it (then nothing: openDatabase
- * runs it). Kept in its own migrations table, so that openDatabase's own
- * run never sees an applied migration it does not know.
- */
-const AUDIT_TEST_MIGRATIONS = { migrationSource: {
-  getMigrations: async (dirs: readonly string[]) => ((await migrationSource.getMigrations(dirs as string[])).includes('003_audit') ? [] : ['003_audit']),
-  getMigrationName: (n: string) => n,
-  getMigration: async () => m003,
-} as Knex.MigrationSource<string>, tableName: 'knex_migrations_audit_test' };
-
 /** One database; open() gives another connection (pool) to it, as a second process would have. */
 interface TestDb {
   url?: string;
@@ -56,7 +43,6 @@ async function testDb(kind: 'sqlite' | 'postgres'): Promise<TestDb> {
     dataDir: dir,
     async open() {
       const db = await openDatabase({ url: pg?.url, dataDir: dir });
-      await db.knex.migrate.latest(AUDIT_TEST_MIGRATIONS);
       opened.push(db);
       return db;
     },

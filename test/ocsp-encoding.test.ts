@@ -17,8 +17,8 @@ import {
   encodeSingleResponse,
   issuerHashes,
   ocspErrorResponse,
-  spkiKeyBits,
 } from '../src/ocsp/response';
+import { spkiKeyBits } from '../src/ca/certificate';
 import type { KeyAlgorithm } from '../src/hsm/key-algorithm';
 import { TestCa, certNameAndSpki, makeTestCa, openssl, randomSerial } from './helpers/test-ca';
 

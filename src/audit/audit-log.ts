@@ -8,8 +8,7 @@ import { Logger } from '../log';
 import { Database, isUniqueViolation, storageError } from '../storage/database';
 import { Appended, AuditEventFields, EventRow, PreparedEvent, ZERO_HASH, appendChainKnex, encInt, encStr, eventHash } from './chain';
 
-export { PG_AUDIT_LOCK, ZERO_HASH, eventHash } from './chain';
-export type { AuditEventFields } from './chain';
+export { ZERO_HASH, eventHash } from './chain';
 
 /**
  * The audit log: an append-only hash chain of security events, with

@@ -27,29 +27,15 @@ export interface AuditEventFields {
 }
 
 /** An event ready to be appended: validated, details already canonical JSON. */
-export interface PreparedEvent {
-  at: number;
-  type: string;
-  actor: string;
-  subject: string | null;
-  details: string;
-}
+export type PreparedEvent = Omit<AuditEventFields, 'seq' | 'prevHash'>;
 
 export interface Appended {
   seq: number;
   hash: string;
 }
 
-export interface EventRow {
-  seq: number;
-  at: number;
-  type: string;
-  actor: string;
-  subject: string | null;
-  details: string;
-  prev_hash: string;
-  hash: string;
-}
+/** A row of audit_events. */
+export type EventRow = Omit<AuditEventFields, 'prevHash'> & { prev_hash: string; hash: string };
 
 export function encInt(n: number): Buffer {
   if (!Number.isSafeInteger(n)) throw new Error(`audit: ${n} is not a safe integer`);

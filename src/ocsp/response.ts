@@ -110,8 +110,6 @@ export interface ResponderIdentity {
   extraCerts?: Buffer[];
 }
 
-export { spkiKeyBits };
-
 /** responderID byKey ([2] EXPLICIT KeyHash), cached per public key buffer */
 const responderIdCache = new WeakMap<Buffer, Buffer>();
 
