@@ -44,7 +44,7 @@ import {
   writeOcspIndex,
 } from './peers';
 import { CSR_CACHE_DIR, CSR_LABEL, CsrKind, IssuerInfo, issuerInfo, makeCsrsCached, ocspGetPath, ocspRequest, ocspStatus, pemToDer, randomSerial } from './pki';
-import { Server, freePort, tempDir } from './proc';
+import { Server, freePort, startServer, tempDir } from './proc';
 import { ProfileSummary, printProfile, summarizeProfile } from './profile';
 import { Summary, fmt, fmtRatio, ratio, round, summarize } from './stats';
 
@@ -202,6 +202,17 @@ interface PipelineResult {
   cpuUsPerCert: Summary;
 }
 
+/** Figure 2c: what the stack allows on this machine, against hsmca with two worker processes. */
+interface CeilingRow {
+  concurrency: number;
+  /** the floor server (floor-server.ts): CSR check, TBS, signature; nothing stored */
+  floor1: LoadFigure;
+  floor2: LoadFigure;
+  /** hsmca with HSMCA_WORKERS=2 */
+  hsmca2: LoadFigure;
+  cfssl?: LoadFigure;
+}
+
 interface OcspRow {
   method: 'GET' | 'POST';
   concurrency: number;
@@ -266,6 +277,7 @@ interface Results {
   pkcs11?: Pkcs11Result | { skipped: string };
   issuance?: IssuanceRow[];
   pipeline?: PipelineResult;
+  ceiling?: CeilingRow[];
   ocsp?: OcspRow[];
   crl?: CrlRow[];
   scale?: ScaleResult;
@@ -390,6 +402,15 @@ async function caIssuer(ca: Hsmca): Promise<IssuerInfo> {
 
 /** hsmca is measured for capacity: the per-token and per-address issuance rate limits are off (0). */
 const HSMCA_ENV = { HSMCA_ISSUE_RATE_PER_TOKEN: '0', HSMCA_ISSUE_RATE_PER_ADDRESS: '0' };
+
+const cfsslSpec = (cfssl: Server, csrs: string[], c: number, s: Settings): LoadSpec => ({
+  url: `http://127.0.0.1:${cfssl.port}`,
+  connections: c,
+  durationSec: s.durationSec,
+  headers: { 'content-type': 'application/json' },
+  requests: csrs.map((csr) => ({ method: 'POST', path: '/api/v1/cfssl/sign', body: b64(cfsslSignBody(csr)) })),
+  expectStatus: 200,
+});
 
 const issueSpec = (ca: Hsmca, csrs: string[], c: number, s: Settings): LoadSpec => ({
   url: ca.url,
@@ -531,23 +552,75 @@ async function phaseIssuance(sh: Shared): Promise<IssuanceRow[]> {
       progress(`2. issuance ${CSR_LABEL[k]} c=${c}: ${s.runs} x ${s.durationSec} s`);
       const specs: Record<string, LoadTarget> = { hsmca: { spec: issueSpec(ca, csrs[k], c, s), server: ca.server } };
       if (cfssl && k === 'p256') {
-        specs.cfssl = {
-          server: cfssl,
-          spec: {
-            url: `http://127.0.0.1:${cfssl.port}`,
-            connections: c,
-            durationSec: s.durationSec,
-            headers: { 'content-type': 'application/json' },
-            requests: csrs.p256.map((csr) => ({ method: 'POST', path: '/api/v1/cfssl/sign', body: b64(cfsslSignBody(csr)) })),
-            expectStatus: 200,
-          },
-        };
+        specs.cfssl = { server: cfssl, spec: cfsslSpec(cfssl, csrs.p256, c, s) };
       }
       const f = await measureInterleaved(lg, s, `${CSR_LABEL[k]} c=${c}`, specs);
       rows.push({ key: CSR_LABEL[k], concurrency: c, hsmca: f.hsmca, cfssl: f.cfssl, ratio: f.cfssl ? ratio(f.hsmca.rps.median, f.cfssl.rps.median) : undefined });
     }
   }
   return rows;
+}
+
+/** The floor server (floor-server.ts) with `procs` processes sharing one port. */
+async function startFloor(procs: number): Promise<Server> {
+  const port = await freePort();
+  return startServer({
+    name: `floor server (${procs} process${procs > 1 ? 'es' : ''})`,
+    cmd: process.execPath,
+    args: [path.join(__dirname, 'floor-server.js')],
+    port,
+    env: { ...process.env, FLOOR_PORT: String(port), FLOOR_PROCS: String(procs) },
+  });
+}
+
+/**
+ * 2c: P-256 issuance at c=8 and c=32 from the floor server with one and two
+ * processes, hsmca with HSMCA_WORKERS=2 and cfssl serve, interleaved in the
+ * same runs: what both CPUs allow on this stack, and what hsmca makes of them.
+ */
+async function phaseCeiling(sh: Shared): Promise<CeilingRow[]> {
+  const { s, lg } = sh;
+  const csrs = (await csrsOf(sh)).p256;
+  const cfssl = await cfsslServe(sh);
+  const servers: Server[] = [];
+  let ca2: Hsmca | undefined;
+  try {
+    const floor1 = await startFloor(1);
+    servers.push(floor1);
+    const floor2 = await startFloor(2);
+    servers.push(floor2);
+    ca2 = await startHsmca({ env: { ...HSMCA_ENV, HSMCA_WORKERS: '2' } });
+    progress(`2c. floor servers on ports ${floor1.port} and ${floor2.port}; hsmca with 2 worker processes on ${ca2.url}`);
+    const r = await ca2.api('POST', '/api/v1/certificates', { csr: csrs[0] });
+    if (r.status !== 201) throw new Error(`hsmca (2 workers) refused a P-256 CSR: ${r.status} ${JSON.stringify(r.body)}`);
+    const floorSpec = (srv: Server, c: number): LoadSpec => ({
+      url: `http://127.0.0.1:${srv.port}`,
+      connections: c,
+      durationSec: s.durationSec,
+      headers: { 'content-type': 'application/json' },
+      requests: csrs.map((csr) => ({ method: 'POST', path: '/', body: b64(JSON.stringify({ csr })) })),
+      expectStatus: 201,
+    });
+    const rows: CeilingRow[] = [];
+    for (const c of s.concurrencies.filter((x) => x > 1)) {
+      progress(`2c. P-256 c=${c}: floor x1, floor x2, hsmca x2 workers${cfssl ? ', cfssl' : ''}: ${s.runs} x ${s.durationSec} s`);
+      const targets: Record<string, LoadTarget> = {
+        floor1: { spec: floorSpec(floor1, c), server: floor1 },
+        floor2: { spec: floorSpec(floor2, c), server: floor2 },
+        hsmca2: { spec: issueSpec(ca2, csrs, c, s), server: ca2.server },
+      };
+      if (cfssl) targets.cfssl = { spec: cfsslSpec(cfssl, csrs, c, s), server: cfssl };
+      const f = await measureInterleaved(lg, s, `2c c=${c}`, targets);
+      rows.push({ concurrency: c, floor1: f.floor1, floor2: f.floor2, hsmca2: f.hsmca2, cfssl: f.cfssl });
+    }
+    return rows;
+  } finally {
+    for (const srv of servers) await srv.stop();
+    if (ca2) {
+      await ca2.stop();
+      removeDataDir(ca2.dataDir);
+    }
+  }
 }
 
 async function phaseOcsp(sh: Shared): Promise<OcspRow[]> {
@@ -867,10 +940,19 @@ const cpuCell = (f: LoadFigure | undefined): string => (f?.cpuUsPerAnswer ? Stri
 function allFigures(r: Results): LoadFigure[] {
   return [
     ...(r.issuance ?? []).flatMap((x) => [x.hsmca, x.cfssl]),
+    ...(r.ceiling ?? []).flatMap((x) => [x.floor1, x.floor2, x.hsmca2, x.cfssl]),
     // the GET rows show cfssl's POST figure again: count it once
     ...(r.ocsp ?? []).flatMap((x) => [x.hsmca, x.method === 'POST' ? x.cfssl : undefined, x.openssl]),
     ...(r.scale ? [...r.scale.ocsp, ...r.scale.lookup] : []),
   ].filter((f): f is LoadFigure => f !== undefined);
+}
+
+/** Figure 2c beside an issuance target: hsmca's two workers, and the floor of the stack with two processes. */
+function ceilingDetail(r: Results, c: number): string {
+  const x = r.ceiling?.find((y) => y.concurrency === c);
+  if (!x?.cfssl) return '';
+  const vs = (f: LoadFigure) => `${round(f.rps.median)}/s, ${fmtRatio(ratio(f.rps.median, x.cfssl!.rps.median))} of cfssl's ${round(x.cfssl!.rps.median)}/s in the same runs`;
+  return `; figure 2c: hsmca with 2 workers ${vs(x.hsmca2)}; the floor with 2 processes, nothing stored, ${vs(x.floor2)}`;
 }
 
 function evaluateTargets(r: Results): Target[] {
@@ -883,7 +965,7 @@ function evaluateTargets(r: Results): Target[] {
       t.push({
         name: `issuance P-256 c=${c}: hsmca >= cfssl${c === 32 ? ', p99 < 50 ms' : ''}`,
         met: row?.cfssl ? row.hsmca.rps.median >= row.cfssl.rps.median && metP99 : undefined,
-        detail: row?.cfssl ? `${round(row.hsmca.rps.median)} vs ${round(row.cfssl.rps.median)} certificates/s (${fmtRatio(row.ratio)})${p99}` : 'cfssl not measured',
+        detail: row?.cfssl ? `${round(row.hsmca.rps.median)} vs ${round(row.cfssl.rps.median)} certificates/s (${fmtRatio(row.ratio)})${p99}${ceilingDetail(r, c)}` : 'cfssl not measured',
       });
     }
   }
@@ -991,6 +1073,26 @@ function report(r: Results, write: (l: string) => void): void {
         ['CSR check (parse, key import, proof of possession), sequential', `${fmt(p.csrCheckUs)} µs CPU`],
         ['IssuanceService.issue, 32 in flight: CSR check, TBS, HSM signature, reservation, certificate + audit event, fsync', `${fmt(p.issuedPerSec)} cert/s, ${fmt(p.cpuUsPerCert)} µs CPU each`],
         ...(http ? [['the same over HTTP, c=32 (figure 2): the server process', `${fmt(http)} µs CPU each`]] : []),
+      ],
+      write,
+    );
+  }
+  if (r.ceiling) {
+    write('');
+    write(`2c. What two CPUs allow — P-256 issuance from the floor server (hsmca's CSR check, TBS and a node:crypto signature on bare node:http,`);
+    write('    nothing stored), with one and two processes, and hsmca with two worker processes (HSMCA_WORKERS=2), beside cfssl serve');
+    table(
+      [
+        ['c', 'server', 'cert/s', 'p50', 'p99', 'err', 'CPU µs', 'vs cfssl'],
+        ...r.ceiling.flatMap((x) => {
+          const row = (name: string, f: LoadFigure | undefined) => [String(x.concurrency), name, ...lf(f), cpuCell(f), f && x.cfssl ? fmtRatio(ratio(f.rps.median, x.cfssl.rps.median)) : '—'];
+          return [
+            row('floor, 1 process', x.floor1),
+            row('floor, 2 processes', x.floor2),
+            row('hsmca, 2 worker processes', x.hsmca2),
+            row('cfssl serve', x.cfssl),
+          ];
+        }),
       ],
       write,
     );
@@ -1136,6 +1238,7 @@ async function main(): Promise<void> {
     if (o.phases.has('issuance')) {
       results.pipeline = await phasePipeline(sh);
       results.issuance = await phaseIssuance(sh);
+      results.ceiling = await phaseCeiling(sh);
     }
     if (o.phases.has('ocsp')) results.ocsp = await phaseOcsp(sh);
     await sh.cfsslServe?.stop();
