@@ -172,7 +172,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
 
   let db: Database;
   try {
-    db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir });
+    db = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
   } catch (e) {
     throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
   }

@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { types as pgTypes } from 'pg';
 import { migrationSource } from '../../migrations';
 import { CaError } from '../errors';
-import { SqliteWriter } from './sqlite-writer';
+import type { Logger } from '../log';
+import { CheckpointReport, SqliteWriter, WAL_RESTART_BYTES } from './sqlite-writer';
 
 // PostgreSQL returns bigint as text; every bigint here is an epoch-millisecond
 // time or an id well inside Number's exact range.
@@ -33,7 +34,7 @@ export interface Database {
  * Opens the database named by HSMCA_DATABASE_URL (PostgreSQL), or the
  * embedded SQLite file in the data folder, and runs the migrations.
  */
-export async function openDatabase(opts: { url?: string; dataDir: string }): Promise<Database> {
+export async function openDatabase(opts: { url?: string; dataDir: string; log?: Logger }): Promise<Database> {
   let knex: Knex;
   let kind: Database['kind'];
   let filename: string | undefined;
@@ -66,6 +67,8 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
             conn.pragma('foreign_keys = ON');
             // SqliteWriter's thread checkpoints the log; none on the event loop
             conn.pragma('wal_autocheckpoint = 0');
+            // a write that restarts the log cuts it back, as the writer's do
+            conn.pragma(`journal_size_limit = ${WAL_RESTART_BYTES}`);
             done(null, conn);
           } catch (e) {
             done(e as Error, conn);
@@ -83,7 +86,8 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
   let reader: SqliteReader | undefined;
   let writer: SqliteWriter | undefined;
   if (kind === 'sqlite') {
-    writer = new SqliteWriter(filename!);
+    const log = opts.log;
+    writer = new SqliteWriter(filename!, undefined, log ? (r) => logCheckpoint(log, r) : undefined);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const BetterSqlite = require('better-sqlite3') as new (f: string, o: object) => SqliteReader & { pragma(s: string): unknown };
     const r = new BetterSqlite(filename!, { readonly: true, fileMustExist: true });
@@ -104,6 +108,15 @@ export async function openDatabase(opts: { url?: string; dataDir: string }): Pro
       await knex.raw('select 1');
     },
   };
+}
+
+/** Checkpoint trouble goes to the log once per change: while checkpoints fail, the write-ahead log only grows. */
+function logCheckpoint(log: Logger, r: CheckpointReport): void {
+  const walMiB = r.walBytes === undefined ? undefined : Math.round(r.walBytes / 2 ** 20);
+  if (r.state === 'recovered') log.info('SQLite checkpoints work again', { walMiB });
+  else if (r.state === 'growing') log.warn('the SQLite write-ahead log keeps growing', { walMiB, detail: r.message });
+  else if (r.state === 'failing') log.error('SQLite checkpoints are failing: the write-ahead log grows until they work again', { walMiB, error: r.message });
+  else log.error('SQLite checkpoints have stopped: the write-ahead log grows until hsmca is restarted', { error: r.message });
 }
 
 export function isUniqueViolation(e: unknown): boolean {

@@ -10,6 +10,13 @@ export type WriterOp =
 
 export type WriterResult = null | { code: 'unique' | 'missing' | 'error'; message?: string };
 
+/**
+ * What the checkpointer reports, once per change of state: checkpoints fail
+ * (or the thread itself stopped), the log has outgrown what checkpoints keep
+ * it to, or checkpoints work again. While checkpoints fail the log only grows.
+ */
+export type CheckpointReport = { state: 'failing' | 'stopped' | 'growing'; message: string; walBytes?: number } | { state: 'recovered'; walBytes?: number };
+
 interface Statement {
   run(...p: unknown[]): { changes: number };
   get(...p: unknown[]): unknown;
@@ -58,7 +65,10 @@ const isBusy = (e: unknown) => /^SQLITE_(BUSY|LOCKED)/.test((e as { code?: strin
  *   chain's head is read, so the head is still the head at COMMIT.
  * - Checkpoints (copying the log back into the database, with their own
  *   fsyncs) run on a thread of their own every CHECKPOINT_EVERY_MS, never on
- *   the event loop: this connection's automatic checkpoints are off.
+ *   the event loop: this connection's automatic checkpoints are off. Their
+ *   trouble (failures, a thread that stopped, a log that keeps growing) and
+ *   its end are reported once each (`report`), since the log only grows
+ *   meanwhile.
  *
  * The log file is the one SQLite writes while any connection is open: it is
  * opened once and reopened if its inode changes (a log deleted and created
@@ -79,6 +89,8 @@ export class SqliteWriter {
     filename: string,
     /** the fsync of the log (replaced in tests to hold it back) */
     private readonly syncWal: (path: string, current?: WalHandle) => Promise<WalHandle> = syncFile,
+    /** told when checkpoints start failing, stop, or work again (the log) */
+    report: (r: CheckpointReport) => void = () => undefined,
   ) {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const Database = require('better-sqlite3') as new (f: string, o: object) => Connection;
@@ -117,7 +129,7 @@ export class SqliteWriter {
     this.issueTx = (ops) => issue.immediate(ops);
     const audit = db.transaction(appendChain);
     this.auditTx = (batch) => audit.immediate(batch);
-    this.checkpointer = startCheckpointer(filename);
+    this.checkpointer = startCheckpointer(filename, report, () => this.closed);
   }
 
   /** One issuance batch (reservations and completions), one transaction; visible at once, durable after synced(). */
@@ -251,29 +263,70 @@ function sameFile(path: string, opened: WalHandle): boolean {
 // follows the passive one: it makes writers wait (they retry from a timer)
 // while it copies what was committed since the passive pass, and the log is
 // then reused from its start and cut back to that size (journal_size_limit).
-const WAL_RESTART_BYTES = 16 * 1024 * 1024;
+export const WAL_RESTART_BYTES = 16 * 1024 * 1024;
+// Past GROWING_FACTOR x WAL_RESTART_BYTES the log is reported: checkpoints
+// cannot keep up, or a reader has held the log for a long time.
+const GROWING_FACTOR = 4;
 const CHECKPOINTER_SOURCE = `
-const { workerData } = require('node:worker_threads');
+const { workerData, parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
 const Database = require(workerData.module);
-const db = new Database(workerData.filename, { fileMustExist: true });
-db.pragma('busy_timeout = 1000');
-db.pragma('wal_autocheckpoint = 0');
-db.pragma('journal_size_limit = ' + workerData.restartBytes);
+const text = (e) => String((e && (e.message || e.code)) || e);
+let db;
+try {
+  db = new Database(workerData.filename, { fileMustExist: true });
+  db.pragma('busy_timeout = 1000');
+  db.pragma('wal_autocheckpoint = 0');
+  db.pragma('journal_size_limit = ' + workerData.restartBytes);
+} catch (e) {
+  // an error thrown from here would reach the parent without its message
+  parentPort.postMessage({ state: 'stopped', message: 'cannot open the database: ' + text(e) });
+  process.exit(1);
+}
+// the state last reported: '' (fine), 'growing' or 'failing:' + the error
+let reported = '';
+const report = (state, r) => {
+  if (state === reported) return;
+  reported = state;
+  parentPort.postMessage(r);
+};
+const walSize = () => {
+  try { return fs.statSync(workerData.filename + '-wal').size; } catch { return 0; }
+};
 setInterval(() => {
   try {
-    let size = 0;
-    try { size = fs.statSync(workerData.filename + '-wal').size; } catch {}
+    const size = walSize();
     db.pragma('wal_checkpoint(PASSIVE)');
     // what is left to copy now is only what was committed during the passive pass
     if (size > workerData.restartBytes) db.pragma('wal_checkpoint(RESTART)');
-  } catch {}
+    const after = walSize();
+    if (after > workerData.growingBytes) {
+      report('growing', { state: 'growing', message: 'checkpoints do not keep the log below ' + workerData.growingBytes + ' bytes: they cannot keep up, or a reader holds the log', walBytes: after });
+    } else if (reported) {
+      report('', { state: 'recovered', walBytes: after });
+    }
+  } catch (e) {
+    const message = text(e);
+    report('failing:' + message, { state: 'failing', message, walBytes: walSize() });
+  }
 }, workerData.every);
 `;
 
-function startCheckpointer(filename: string): Worker {
-  const w = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { filename, module: require.resolve('better-sqlite3'), every: CHECKPOINT_EVERY_MS, restartBytes: WAL_RESTART_BYTES } });
-  w.on('error', () => undefined);
+function startCheckpointer(filename: string, report: (r: CheckpointReport) => void, closing: () => boolean): Worker {
+  const w = new Worker(CHECKPOINTER_SOURCE, {
+    eval: true,
+    workerData: { filename, module: require.resolve('better-sqlite3'), every: CHECKPOINT_EVERY_MS, restartBytes: WAL_RESTART_BYTES, growingBytes: GROWING_FACTOR * WAL_RESTART_BYTES },
+  });
+  // The thread could not start (the database cannot be opened) or died: nothing checkpoints any more.
+  let stopped = false;
+  const stop = (message: string) => {
+    if (stopped || closing()) return;
+    stopped = true;
+    report({ state: 'stopped', message });
+  };
+  w.on('message', (r: CheckpointReport) => (r.state === 'stopped' ? stop(r.message) : report(r)));
+  w.on('error', (e: unknown) => stop(`the checkpointer thread failed: ${(e as Error)?.message ?? String(e)}`));
+  w.on('exit', (code) => stop(`the checkpointer thread exited with code ${code}`));
   w.unref();
   return w;
 }
