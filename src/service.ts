@@ -193,8 +193,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
   };
   try {
     const caStore = new CaStore(db);
-    const wasInitialised = !!(await caStore.current('root')) && !!(await caStore.current('issuing'));
-    const hierarchy = await loadOrCreateHierarchy({
+    const { created, ...hierarchy } = await loadOrCreateHierarchy({
       hsm,
       store: caStore,
       clock,
@@ -203,7 +202,7 @@ export async function openCore(config: Config, opts: ServiceOptions = {}): Promi
       caName: config.caName,
       publicUrl: config.publicUrl,
     });
-    if (!wasInitialised) {
+    if (created) {
       await audit.tryRecord({
         type: 'caInitialised',
         actor: 'system',

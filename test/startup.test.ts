@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadConfig } from '../src/config';
@@ -60,18 +61,28 @@ describe('start-up and restart', () => {
     await first.stop();
     const token = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8');
     const second = await startTestCa(backend, { dataDir, keepData: true });
-    const ca2 = await second.api('GET', '/api/v1/ca');
-    expect(ca2.body).toEqual(ca1.body);
-    // CRL numbers keep growing across restarts
-    const n1 = (await second.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber;
-    expect(n1).toBeGreaterThan(crlBefore);
-    expect(fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8')).toBe(token);
-    const again = await second.api('GET', `/api/v1/certificates/${issued.body.serialNumber}`);
-    expect(again.status).toBe(200);
-    const more = await second.api('POST', '/api/v1/certificates', { body: { csr } });
-    expect(more.status).toBe(201);
-    await second.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
+    try {
+      const ca2 = await second.api('GET', '/api/v1/ca');
+      expect(ca2.body).toEqual(ca1.body);
+      // CRL numbers keep growing across restarts
+      const n1 = (await second.api('POST', '/api/v1/crl/refresh', { body: {} })).body.crlNumber;
+      expect(n1).toBeGreaterThan(crlBefore);
+      expect(fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8')).toBe(token);
+      const again = await second.api('GET', `/api/v1/certificates/${issued.body.serialNumber}`);
+      expect(again.status).toBe(200);
+      const more = await second.api('POST', '/api/v1/certificates', { body: { csr } });
+      expect(more.status).toBe(201);
+      // the first start initialised the CA, and only the first one says so in the audit trail
+      const events = (await second.api('GET', '/api/v1/audit?limit=500')).body.items as { type: string; details: Record<string, unknown> }[];
+      const inits = events.filter((e) => e.type === 'caInitialised');
+      expect(inits).toHaveLength(1);
+      const sha256 = (pem: string) => crypto.createHash('sha256').update(new crypto.X509Certificate(pem).raw).digest('hex');
+      expect(inits[0].details).toMatchObject({ rootCertificateSha256: sha256(ca1.body.root as string), issuingCertificateSha256: sha256(ca1.body.issuer as string) });
+    } finally {
+      // a failed expectation must not leave the server running
+      await second.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses to start when the HSM key is not the key of the stored CA certificate', async () => {

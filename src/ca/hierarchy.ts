@@ -57,11 +57,14 @@ export interface HierarchyOptions {
  * Loads the two-tier hierarchy, creating it on first start: a root CA and an
  * issuing CA (pathLenConstraint 0), both keys generated inside the HSM. On
  * every start the HSM's public key must be the key in each stored certificate
- * (as Boulder's LoadIssuer checks); otherwise start-up stops.
+ * (as Boulder's LoadIssuer checks); otherwise start-up stops. `created`:
+ * this start created a CA certificate (a first start, or one interrupted).
  */
-export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHierarchy> {
+export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHierarchy & { created: boolean }> {
   let rootRec = await o.store.current('root');
+  let created = false;
   if (!rootRec) {
+    created = true;
     const key = await keyFor(o, ROOT_KEY_LABEL);
     const signer = await o.hsm.signer(key.label);
     const name = caName(`${o.caName} Root CA`, o.caName);
@@ -86,6 +89,7 @@ export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHier
 
   let issuingRec = await o.store.current('issuing');
   if (!issuingRec) {
+    created = true;
     const key = await keyFor(o, ISSUING_KEY_LABEL);
     const now = o.clock.now();
     const tbs = tbsCertificate({
@@ -109,7 +113,7 @@ export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHier
     issuingRec = await o.store.current('issuing');
   }
   const issuing = await identity(o, 'issuing', issuingRec!.der, issuingRec!.keyLabel);
-  return { root, issuing };
+  return { root, issuing, created };
 }
 
 /** The key under `label`, generated in the HSM when absent (an interrupted first start reuses it). */
