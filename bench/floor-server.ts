@@ -19,15 +19,18 @@ import { generateKeyPairSync, sign } from 'node:crypto';
 import * as http from 'node:http';
 import * as der from '../src/asn1/der';
 import { OID } from '../src/asn1/oids';
-import { caName, ext, keyIdentifier, randomSerial, tbsCertificate } from '../src/ca/certificate';
+import { caName, ext, keyIdentifier, randomSerial, spkiKeyBits, tbsCertificate } from '../src/ca/certificate';
 import { csrFromPem, parseCsrSync } from '../src/ca/csr';
+import { extension } from '../src/ca/profiles';
+import { BODY_TOO_LARGE, readBody } from '../src/http/body';
+import { sendJson } from '../src/http/errors';
 
 const MAX_BODY = 128 * 1024;
 const DAY_MS = 86_400_000;
 
 function serve(port: number): void {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const caKeyId = keyIdentifier(publicKey.export({ type: 'spki', format: 'der' }).subarray(-65));
+  const caKeyId = keyIdentifier(spkiKeyBits(publicKey.export({ type: 'spki', format: 'der' })));
   const sigAlg = der.seq(der.oid('1.2.840.10045.4.3.2')); // ecdsa-with-SHA256
   const issuer = caName('hsmca floor issuing CA', 'hsmca bench');
   const fixed = [
@@ -37,12 +40,6 @@ function serve(port: number): void {
     ext.crlDistributionPoints(`http://127.0.0.1:${port}/crl`),
     ext.extKeyUsage([OID.serverAuth]),
   ];
-
-  const answer = (res: http.ServerResponse, status: number, body: object) => {
-    const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  };
 
   const issue = (body: Buffer): object => {
     const csr = parseCsrSync(csrFromPem((JSON.parse(body.toString('utf8')) as { csr?: unknown }).csr));
@@ -57,7 +54,7 @@ function serve(port: number): void {
       notAfter,
       subject: csr.subject,
       spki: csr.spki,
-      extensions: [...fixed, ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)), ...(names.length ? [der.seq(der.oid(OID.subjectAltName), der.octets(der.seq(...names)))] : [])],
+      extensions: [...fixed, ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)), ...(names.length ? [extension(OID.subjectAltName, false, der.seq(...names))] : [])],
     });
     const certificate = der.seq(tbs, sigAlg, der.bits(sign('sha256', tbs, { key: privateKey, dsaEncoding: 'der' })));
     return { certificate: der.pemEncode('CERTIFICATE', certificate) };
@@ -65,22 +62,18 @@ function serve(port: number): void {
 
   http
     .createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size <= MAX_BODY) chunks.push(c);
-      });
-      req.on('end', () => {
-        if (size > MAX_BODY) return answer(res, 413, { error: 'body too large' });
-        let out: object;
-        try {
-          out = issue(Buffer.concat(chunks));
-        } catch (e) {
-          return answer(res, 400, { error: (e as Error).message });
-        }
-        answer(res, 201, out);
-      });
+      readBody(req, MAX_BODY).then(
+        (body) => {
+          let out: object;
+          try {
+            out = issue(body);
+          } catch (e) {
+            return sendJson(res, 400, { error: (e as Error).message });
+          }
+          sendJson(res, 201, out);
+        },
+        (e) => (e === BODY_TOO_LARGE ? sendJson(res, 413, { error: 'body too large' }) : res.destroy()),
+      );
     })
     .listen(port, '127.0.0.1');
 }

@@ -413,23 +413,21 @@ async function caIssuer(ca: Hsmca): Promise<IssuerInfo> {
 /** hsmca is measured for capacity: the per-token and per-address issuance rate limits are off (0). */
 const HSMCA_ENV = { HSMCA_ISSUE_RATE_PER_TOKEN: '0', HSMCA_ISSUE_RATE_PER_ADDRESS: '0' };
 
-const cfsslSpec = (cfssl: Server, csrs: string[], c: number, s: Settings): LoadSpec => ({
-  url: `http://127.0.0.1:${cfssl.port}`,
+/** A load of JSON POSTs to one path, one body per CSR (issuance by hsmca, cfssl and the floor server). */
+const postSpec = (url: string, path: string, bodies: string[], c: number, s: Settings, expectStatus: number, headers: Record<string, string> = {}): LoadSpec => ({
+  url,
   connections: c,
   durationSec: s.durationSec,
-  headers: { 'content-type': 'application/json' },
-  requests: csrs.map((csr) => ({ method: 'POST', path: '/api/v1/cfssl/sign', body: b64(cfsslSignBody(csr)) })),
-  expectStatus: 200,
+  headers: { 'content-type': 'application/json', ...headers },
+  requests: bodies.map((body) => ({ method: 'POST', path, body: b64(body) })),
+  expectStatus,
 });
 
-const issueSpec = (ca: Hsmca, csrs: string[], c: number, s: Settings): LoadSpec => ({
-  url: ca.url,
-  connections: c,
-  durationSec: s.durationSec,
-  headers: { authorization: `Bearer ${ca.adminToken}`, 'content-type': 'application/json' },
-  requests: csrs.map((csr) => ({ method: 'POST', path: '/api/v1/certificates', body: b64(JSON.stringify({ csr })) })),
-  expectStatus: 201,
-});
+const cfsslSpec = (cfssl: Server, csrs: string[], c: number, s: Settings): LoadSpec =>
+  postSpec(`http://127.0.0.1:${cfssl.port}`, '/api/v1/cfssl/sign', csrs.map(cfsslSignBody), c, s, 200);
+
+const issueSpec = (ca: Hsmca, csrs: string[], c: number, s: Settings): LoadSpec =>
+  postSpec(ca.url, '/api/v1/certificates', csrs.map((csr) => JSON.stringify({ csr })), c, s, 201, { authorization: `Bearer ${ca.adminToken}` });
 
 // ------------------------------------------------------------------ phases
 
@@ -608,14 +606,7 @@ async function phaseCeiling(sh: Shared): Promise<CeilingRow[]> {
     progress(`2c. floor servers on ports ${floor1.port} and ${floor2.port}; hsmca with 2 worker processes on ${ca2.url}`);
     const r = await ca2.api('POST', '/api/v1/certificates', { csr: csrs[0] });
     if (r.status !== 201) throw new Error(`hsmca (2 workers) refused a P-256 CSR: ${r.status} ${JSON.stringify(r.body)}`);
-    const floorSpec = (srv: Server, c: number): LoadSpec => ({
-      url: `http://127.0.0.1:${srv.port}`,
-      connections: c,
-      durationSec: s.durationSec,
-      headers: { 'content-type': 'application/json' },
-      requests: csrs.map((csr) => ({ method: 'POST', path: '/', body: b64(JSON.stringify({ csr })) })),
-      expectStatus: 201,
-    });
+    const floorSpec = (srv: Server, c: number): LoadSpec => postSpec(`http://127.0.0.1:${srv.port}`, '/', csrs.map((csr) => JSON.stringify({ csr })), c, s, 201);
     // The three servers started here have not served yet: JIT and caches warm up first, as figure 2's server has.
     progress(`2c. warming up the servers started for it: ${FRESH_WARMUP_SEC} s each`);
     for (const [srv, spec] of [

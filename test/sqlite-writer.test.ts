@@ -54,10 +54,14 @@ describe('SQLite writes: visible at commit, acknowledged after the shared fsync 
   let dir: string;
   let db: Db;
   let filename: string;
+  /** what the database logs (checkpoint trouble) */
+  let logged: { level: string; msg: string; fields?: Record<string, unknown> }[];
 
   beforeEach(async () => {
     dir = tempDir('hsmca-writer-');
-    db = await openDatabase({ dataDir: dir });
+    logged = [];
+    const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => logged.push({ level, msg, fields });
+    db = await openDatabase({ dataDir: dir, log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } });
     filename = path.join(dir, 'hsmca.db');
   });
   afterEach(async () => {
@@ -192,72 +196,55 @@ describe('SQLite writes: visible at commit, acknowledged after the shared fsync 
       reader.close();
     }
   });
-});
 
-describe('SQLite checkpoints: trouble is reported once per change, never swallowed', () => {
-  let dir: string;
-  let db: Db;
-  let filename: string;
-  let logged: { level: string; msg: string; fields?: Record<string, unknown> }[];
-
-  beforeEach(async () => {
-    dir = tempDir('hsmca-checkpoint-');
-    logged = [];
-    const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => logged.push({ level, msg, fields });
-    db = await openDatabase({ dataDir: dir, log: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } });
-    filename = path.join(dir, 'hsmca.db');
-  });
-  afterEach(async () => {
-    await db.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('reports a checkpointer that cannot open the database, once, and not when the writer closes', async () => {
-    const reports: CheckpointReport[] = [];
-    const writer = new SqliteWriter(filename, undefined, (r) => reports.push(r));
-    // the thread opens the file after it has started: the file is gone by then
-    fs.renameSync(filename, `${filename}.away`);
-    try {
-      await until(() => reports.length > 0, 'the report');
-      await settle();
-      expect(reports).toEqual([{ state: 'stopped', message: expect.stringMatching(/^cannot open the database: unable to open database file/) }]);
-    } finally {
-      fs.renameSync(`${filename}.away`, filename);
-      await writer.close();
-    }
-    expect(reports).toHaveLength(1);
-  });
-
-  it('a log that outgrows what checkpoints keep it to is logged, and so is its recovery', async () => {
-    const other = new Database(filename);
-    const reader = new Database(filename, { readonly: true });
-    try {
-      other.exec('CREATE TABLE filler (b BLOB)');
-      // A reader's open transaction keeps the log from being restarted while it lasts.
-      reader.exec('BEGIN');
-      reader.prepare('SELECT count(*) FROM certificates').get();
-      const insert = other.prepare('INSERT INTO filler (b) VALUES (?)');
-      other.transaction(() => {
-        for (let i = 0; i < 72; i++) insert.run(Buffer.alloc(1 << 20, i));
-      })();
-      await until(() => logged.length > 0, 'the growing report');
-      expect(logged[0]).toMatchObject({ level: 'warn', msg: 'the SQLite write-ahead log keeps growing' });
-      expect(logged[0].fields?.walMiB).toBeGreaterThan(64);
-      // Once the reader lets go, a checkpoint can restart the log, and the next write (here on
-      // hsmca's knex connection, as a revocation would be) cuts it back.
-      reader.exec('COMMIT');
-      const deadline = Date.now() + 10_000;
-      while (logged.length < 2 && Date.now() < deadline) {
-        await db.knex.raw('DELETE FROM filler WHERE rowid = (SELECT min(rowid) FROM filler)');
-        await new Promise((r) => setTimeout(r, 20));
+  describe('checkpoint trouble is reported once per change, never swallowed', () => {
+    it('reports a checkpointer that cannot open the database, once, and not when the writer closes', async () => {
+      const reports: CheckpointReport[] = [];
+      const writer = new SqliteWriter(filename, undefined, (r) => reports.push(r));
+      // the thread opens the file after it has started: the file is gone by then
+      fs.renameSync(filename, `${filename}.away`);
+      try {
+        await until(() => reports.length > 0, 'the report');
+        await settle();
+        expect(reports).toEqual([{ state: 'stopped', message: expect.stringMatching(/^cannot open the database: unable to open database file/) }]);
+      } finally {
+        fs.renameSync(`${filename}.away`, filename);
+        await writer.close();
       }
-      expect(logged).toHaveLength(2);
-      expect(logged[1]).toMatchObject({ level: 'info', msg: 'SQLite checkpoints work again' });
-      expect(logged[1].fields?.walMiB).toBeLessThanOrEqual(64);
-    } finally {
-      if (reader.inTransaction) reader.exec('COMMIT');
-      reader.close();
-      other.close();
-    }
-  }, 30_000);
+      expect(reports).toHaveLength(1);
+    });
+
+    it('a log that outgrows what checkpoints keep it to is logged, and so is its recovery', async () => {
+      const other = new Database(filename);
+      const reader = new Database(filename, { readonly: true });
+      try {
+        other.exec('CREATE TABLE filler (b BLOB)');
+        // A reader's open transaction keeps the log from being restarted while it lasts.
+        reader.exec('BEGIN');
+        reader.prepare('SELECT count(*) FROM certificates').get();
+        const insert = other.prepare('INSERT INTO filler (b) VALUES (?)');
+        other.transaction(() => {
+          for (let i = 0; i < 72; i++) insert.run(Buffer.alloc(1 << 20, i));
+        })();
+        await until(() => logged.length > 0, 'the growing report');
+        expect(logged[0]).toMatchObject({ level: 'warn', msg: 'the SQLite write-ahead log keeps growing' });
+        expect(logged[0].fields?.walMiB).toBeGreaterThan(64);
+        // Once the reader lets go, a checkpoint can restart the log, and the next write (here on
+        // hsmca's knex connection, as a revocation would be) cuts it back.
+        reader.exec('COMMIT');
+        const deadline = Date.now() + 10_000;
+        while (logged.length < 2 && Date.now() < deadline) {
+          await db.knex.raw('DELETE FROM filler WHERE rowid = (SELECT min(rowid) FROM filler)');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect(logged).toHaveLength(2);
+        expect(logged[1]).toMatchObject({ level: 'info', msg: 'SQLite checkpoints work again' });
+        expect(logged[1].fields?.walMiB).toBeLessThanOrEqual(64);
+      } finally {
+        if (reader.inTransaction) reader.exec('COMMIT');
+        reader.close();
+        other.close();
+      }
+    }, 30_000);
+  });
 });
