@@ -21,7 +21,7 @@ import { csrFromPem, parseCsrSync } from '../src/ca/csr';
 import type { Principal } from '../src/ca/issuance';
 import { loadConfig } from '../src/config';
 import { silentLogger } from '../src/log';
-import { openCore } from '../src/service';
+import { openCore } from '../src/core';
 import { makeCsrsCached } from './pki';
 import { tempDir } from './proc';
 

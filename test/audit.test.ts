@@ -3,7 +3,7 @@ import { createHash, generateKeyPairSync, sign as cryptoSign } from 'node:crypto
 import * as fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import express from 'express';
+import * as http from 'node:http';
 import type { Knex } from 'knex';
 import {
   AUDIT_EVENT_TYPES,
@@ -20,7 +20,8 @@ import { FakeClock } from '../src/clock';
 import { CaError } from '../src/errors';
 import type { Signer } from '../src/hsm/hsm';
 import { SoftHsm } from '../src/hsm/soft/soft-hsm';
-import { errorHandler } from '../src/http/errors';
+import { createRouter } from '../src/http/router';
+import { Metrics } from '../src/metrics';
 import { auditRoutes } from '../src/http/routes/audit';
 import { Logger, silentLogger } from '../src/log';
 import { Database, openDatabase } from '../src/storage/database';
@@ -702,16 +703,18 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     let server: import('node:http').Server;
     let base: string;
     beforeEach(async () => {
-      const app = express();
-      const adminOnly: express.RequestHandler = (req, _res, next) => {
-        if (req.headers.authorization !== 'Bearer admin') throw new CaError('unauthorized', 'unauthorized', 'not an admin');
-        next();
-      };
-      app.use(auditRoutes(audit, adminOnly));
-      app.use(errorHandler(silentLogger));
-      await new Promise<void>((resolve) => {
-        server = app.listen(0, '127.0.0.1', () => resolve());
+      // the audit routes behind the service's router, with a stand-in for token authentication
+      const listener = createRouter(auditRoutes(audit), {
+        authenticate: async (authorization) => {
+          if (authorization !== 'Bearer admin') throw new CaError('unauthorized', 'unauthorized', 'not an admin');
+          return { id: 'admin-id', name: 'admin', role: 'admin', scope: null };
+        },
+        metrics: new Metrics(),
+        log: silentLogger,
+        maxBodyBytes: 64 * 1024,
       });
+      server = http.createServer(listener);
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
       base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     });
     afterEach(async () => {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadConfig } from '../src/config';
 import { ConfigError } from '../src/errors';
-import { openCore } from '../src/service';
+import { openCore } from '../src/core';
 import { silentLogger } from '../src/log';
 import { backends, startTestCa, tempDir } from './helpers/harness';
 import { makeCsr } from './helpers/csr';

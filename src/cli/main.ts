@@ -1,7 +1,10 @@
 import cluster from 'node:cluster';
 import { Config, loadConfig } from '../config';
 import { ConfigError, StartupError, CaError } from '../errors';
-import { openAuditAdmin, openConfiguredHsm, openCore, openTokenAdmin, startService } from '../service';
+import { openCore } from '../core';
+import { openConfiguredHsm } from '../hsm/open';
+import { startService } from '../service';
+import { openAuditAdmin, openTokenAdmin } from './admin-openers';
 import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
 import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';

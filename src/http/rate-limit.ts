@@ -1,4 +1,3 @@
-import type { RequestHandler } from 'express';
 import { CaError } from '../errors';
 
 /**
@@ -60,13 +59,5 @@ export class IssuanceRateLimit {
   take(address: string | undefined, tokenId: string | undefined): void {
     const wait = Math.max(this.byAddress?.take(address ?? 'unknown') ?? 0, tokenId !== undefined && this.byToken ? this.byToken.take(tokenId) : 0);
     if (wait > 0) throw new CaError('rateLimited', 'rateLimited', `too many issuance requests; retry in ${wait} s`, { 'Retry-After': String(wait) });
-  }
-
-  /** The same limit as Express middleware (after authentication). */
-  middleware(): RequestHandler {
-    return (req, _res, next) => {
-      this.take(req.ip, req.principal?.id);
-      next();
-    };
   }
 }

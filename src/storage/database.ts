@@ -2,7 +2,7 @@ import knexFactory, { Knex } from 'knex';
 import * as path from 'node:path';
 import { types as pgTypes } from 'pg';
 import { migrationSource } from '../../migrations';
-import { CaError } from '../errors';
+import { CaError, StartupError } from '../errors';
 import type { Logger } from '../log';
 import { CheckpointReport, SqliteWriter, WAL_RESTART_BYTES } from './sqlite-writer';
 
@@ -128,4 +128,13 @@ export function isUniqueViolation(e: unknown): boolean {
 export function storageError(e: unknown): CaError {
   if (e instanceof CaError) return e;
   return new CaError('unavailable', 'databaseUnavailable', 'the database is unavailable; try again later');
+}
+
+/** openDatabase for start-up: a failure becomes one line naming the setting to look at. */
+export async function openConfiguredDatabase(config: { databaseUrl?: string; dataDir: string }, log?: Logger): Promise<Database> {
+  try {
+    return await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, log });
+  } catch (e) {
+    throw new StartupError(`HSMCA_DATABASE_URL: ${(e as Error).message}`);
+  }
 }

@@ -1,7 +1,7 @@
-import { Router } from 'express';
-import type { RequestHandler } from 'express';
 import { AuditEvent, AuditLog } from '../../audit/audit-log';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
+import { sendJson } from '../errors';
+import { ADMIN, Route } from '../route';
 
 const MAX_LIMIT = 500;
 
@@ -25,18 +25,18 @@ export function auditEventJson(e: AuditEvent) {
  * stopped). GET /api/v1/audit/verify: the chain and its signed checkpoints
  * checked end to end. Both for admins only.
  */
-export function auditRoutes(audit: AuditLog, adminOnly: RequestHandler): Router {
-  const r = Router();
-
-  r.get('/api/v1/audit', adminOnly, async (req, res) => {
-    const limit = parseLimit(req.query.limit, MAX_LIMIT);
-    const page = await audit.list({ limit, afterSeq: decodeCursor('a1', req.query.cursor) });
-    res.json({ items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor('a1', page.lastSeq) : null });
-  });
-
-  r.get('/api/v1/audit/verify', adminOnly, async (_req, res) => {
-    res.json(await audit.verify());
-  });
-
-  return r;
+export function auditRoutes(audit: AuditLog): Route[] {
+  return [
+    {
+      method: 'GET',
+      path: '/api/v1/audit',
+      access: ADMIN,
+      async handle({ res, query }) {
+        const limit = parseLimit(query.limit, MAX_LIMIT);
+        const page = await audit.list({ limit, afterSeq: decodeCursor('a1', query.cursor) });
+        sendJson(res, 200, { items: page.items.map(auditEventJson), nextCursor: page.more && page.lastSeq !== undefined ? encodeCursor('a1', page.lastSeq) : null });
+      },
+    },
+    { method: 'GET', path: '/api/v1/audit/verify', access: ADMIN, handle: async ({ res }) => sendJson(res, 200, await audit.verify()) },
+  ];
 }

@@ -1,24 +1,20 @@
-import { Router } from 'express';
 import * as der from '../../asn1/der';
+import { AuthenticatedToken } from '../../auth/tokens';
 import { normalizeSerial } from '../../ca/certificate';
 import { IssuanceService } from '../../ca/issuance';
-import { REASON_NAMES, RevocationService } from '../../ca/revocation';
+import { REASON_NAMES, RevocationService, RevokeRequest } from '../../ca/revocation';
 import { CaError } from '../../errors';
 import { CertificateRecord, CertificateStore } from '../../storage/certificate-store';
-import { principalOf } from '../auth';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
-import type { RequestHandler } from 'express';
+import { sendJson } from '../errors';
+import { ANY_ROLE, Route, principalOf } from '../route';
 
 export interface CertificateRoutesDeps {
   issuance: IssuanceService;
   revocation: RevocationService;
   store: CertificateStore;
-  /** authentication middleware for admins and requesters */
-  anyRole: RequestHandler;
-  /** JSON body parser, placed after authentication */
-  json: RequestHandler;
-  /** issuance rate limits */
-  issueLimit: RequestHandler;
+  /** issuance rate limits, taken after authentication and before the body is read */
+  issueLimit: (ip: string | undefined, principal: AuthenticatedToken | undefined) => void;
   /** whether a requester may revoke what it was issued (token scope) */
   requesterMayRevoke?: (scope: unknown) => boolean;
 }
@@ -42,55 +38,72 @@ export function recordJson(r: CertificateRecord) {
 
 const MAX_LIMIT = 500;
 
-export function certificateRoutes(d: CertificateRoutesDeps): Router {
-  const r = Router();
-
-  r.post('/api/v1/certificates', d.anyRole, d.issueLimit, d.json, async (req, res) => {
-    const p = principalOf(req);
-    const out = await d.issuance.issue(req.body, { tokenId: p.id, name: p.name, role: p.role, scope: p.scope });
-    res.status(201).json(out);
-  });
-
-  r.get('/api/v1/certificates', d.anyRole, async (req, res) => {
-    const p = principalOf(req);
-    const status = req.query.status;
-    if (status !== undefined && status !== '' && status !== 'good' && status !== 'revoked') {
-      throw new CaError('badRequest', 'invalidStatus', 'status must be "good" or "revoked"');
-    }
-    const limit = parseLimit(req.query.limit, MAX_LIMIT);
-    const page = await d.store.list({
-      status: status ? (status as 'good' | 'revoked') : undefined,
-      requesterId: p.role === 'admin' ? undefined : p.id,
-      limit,
-      afterId: decodeCursor('c1', req.query.cursor),
-    });
-    res.json({ items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor('c1', page.lastId) : null });
-  });
-
-  r.get('/api/v1/certificates/:serial', d.anyRole, async (req, res) => {
-    const p = principalOf(req);
-    const serial = normalizeSerial(String(req.params.serial));
-    if (!serial) throw new CaError('badRequest', 'invalidSerial', 'the serial number must be hex (upper or lower case, colons allowed)');
-    const rec = await d.store.get(serial);
-    // A requester learns nothing of certificates it was not issued.
-    if (!rec || (p.role !== 'admin' && rec.requesterId !== p.id)) {
-      throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
-    }
-    res.json(recordJson(rec));
-  });
-
-  r.post('/api/v1/certificates/:serial/revoke', d.anyRole, d.json, async (req, res) => {
-    const p = principalOf(req);
-    const body = req.body ?? {};
-    if (typeof body !== 'object' || Array.isArray(body)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');
-    let canRevoke: ((r: CertificateRecord) => boolean) | undefined;
-    if (p.role !== 'admin') {
-      if (!d.requesterMayRevoke?.(p.scope)) throw new CaError('forbidden', 'forbidden', 'revocation needs the admin role');
-      canRevoke = (rec) => rec.requesterId === p.id;
-    }
-    const rec = await d.revocation.revoke(String(req.params.serial), body, `${p.role}:${p.name}`, canRevoke);
-    res.json(recordJson(rec));
-  });
-
-  return r;
+/** Contract section 3: issue, list, read and revoke certificates. */
+export function certificateRoutes(d: CertificateRoutesDeps): Route[] {
+  return [
+    {
+      method: 'POST',
+      path: '/api/v1/certificates',
+      access: ANY_ROLE,
+      admit: d.issueLimit,
+      body: 'json',
+      async handle(ctx) {
+        const p = principalOf(ctx);
+        sendJson(ctx.res, 201, await d.issuance.issue(ctx.body, { tokenId: p.id, name: p.name, role: p.role, scope: p.scope }));
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/certificates',
+      access: ANY_ROLE,
+      async handle(ctx) {
+        const p = principalOf(ctx);
+        const status = ctx.query.status;
+        if (status !== undefined && status !== '' && status !== 'good' && status !== 'revoked') {
+          throw new CaError('badRequest', 'invalidStatus', 'status must be "good" or "revoked"');
+        }
+        const limit = parseLimit(ctx.query.limit, MAX_LIMIT);
+        const page = await d.store.list({
+          status: status ? (status as 'good' | 'revoked') : undefined,
+          requesterId: p.role === 'admin' ? undefined : p.id,
+          limit,
+          afterId: decodeCursor('c1', ctx.query.cursor),
+        });
+        sendJson(ctx.res, 200, { items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor('c1', page.lastId) : null });
+      },
+    },
+    {
+      method: 'GET',
+      path: '/api/v1/certificates/:serial',
+      access: ANY_ROLE,
+      async handle(ctx) {
+        const p = principalOf(ctx);
+        const serial = normalizeSerial(ctx.params.serial);
+        if (!serial) throw new CaError('badRequest', 'invalidSerial', 'the serial number must be hex (upper or lower case, colons allowed)');
+        const rec = await d.store.get(serial);
+        // A requester learns nothing of certificates it was not issued.
+        if (!rec || (p.role !== 'admin' && rec.requesterId !== p.id)) {
+          throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
+        }
+        sendJson(ctx.res, 200, recordJson(rec));
+      },
+    },
+    {
+      method: 'POST',
+      path: '/api/v1/certificates/:serial/revoke',
+      access: ANY_ROLE,
+      body: 'json',
+      async handle(ctx) {
+        const p = principalOf(ctx);
+        const body = ctx.body ?? {};
+        if (typeof body !== 'object' || Array.isArray(body)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');
+        let canRevoke: ((r: CertificateRecord) => boolean) | undefined;
+        if (p.role !== 'admin') {
+          if (!d.requesterMayRevoke?.(p.scope)) throw new CaError('forbidden', 'forbidden', 'revocation needs the admin role');
+          canRevoke = (rec) => rec.requesterId === p.id;
+        }
+        sendJson(ctx.res, 200, recordJson(await d.revocation.revoke(ctx.params.serial, body as RevokeRequest, `${p.role}:${p.name}`, canRevoke)));
+      },
+    },
+  ];
 }

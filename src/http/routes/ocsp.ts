@@ -4,6 +4,7 @@ import { BODY_TOO_LARGE, readBody } from '../body';
 import { SECURITY_HEADERS } from '../headers';
 import { ocspErrorResponse } from '../../ocsp/response';
 import { OcspAnswer, OcspSource } from '../../ocsp/responder';
+import { PUBLIC, Route } from '../route';
 
 /** An OCSP request is a few hundred bytes; anything past this is not one. */
 const MAX_OCSP_REQUEST = 16 * 1024;
@@ -63,32 +64,34 @@ function decodeGetPath(url: string): Buffer {
 
 /**
  * RFC 6960 appendix A over HTTP: POST with the DER request as the body, and GET
- * with the base64 (URL-encoded or not) request in the path. The busiest path
- * of the service, so it runs on the bare node:http request without the
- * framework. Bad bytes get an OCSP malformedRequest answer, never an HTML page
- * or a 500. Returns false for requests that are not OCSP.
+ * (and HEAD) with the base64 (URL-encoded or not) request in the path. The
+ * busiest routes of the service: they write their own headers, are counted
+ * in the OCSP metrics rather than the HTTP ones, and read their body
+ * themselves. Bad bytes get an OCSP malformedRequest answer, never an HTML
+ * page or a 500.
  */
-export function ocspHttpHandler(source: OcspSource, metrics: Metrics): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const answer = (req: IncomingMessage, res: ServerResponse, der: Buffer, cacheable: boolean) => {
+export function ocspRoutes(source: OcspSource, metrics: Metrics): Route[] {
+  const answer = (req: IncomingMessage, res: ServerResponse, der: Buffer, cacheable: boolean) =>
     source.respond(der).then(
       (a) => send(req, res, a, metrics, cacheable),
       () => send(req, res, { outcome: 'tryLater', body: TRY_LATER }, metrics, false),
     );
-  };
-  return (req, res) => {
-    const url = req.url ?? '';
-    if (req.method === 'POST' && (url === '/ocsp' || url === '/ocsp/')) {
-      // Past the limit it is not an OCSP request: malformedRequest, without reading on.
-      readBody(req, MAX_OCSP_REQUEST).then(
-        (der) => answer(req, res, der, false),
-        (e) => (e === BODY_TOO_LARGE ? send(req, res, { outcome: 'malformedRequest', body: MALFORMED }, metrics, false) : res.destroy()),
-      );
-      return true;
-    }
-    if ((req.method === 'GET' || req.method === 'HEAD') && url.startsWith('/ocsp/')) {
-      answer(req, res, decodeGetPath(url), true);
-      return true;
-    }
-    return false;
-  };
+  const common = { access: PUBLIC, ownHeaders: true, metered: false } as const;
+  return [
+    {
+      ...common,
+      method: 'POST',
+      path: '/ocsp',
+      handle: ({ req, res }) =>
+        // Past the limit it is not an OCSP request: malformedRequest, without reading on.
+        readBody(req, MAX_OCSP_REQUEST).then(
+          (der) => answer(req, res, der, false),
+          (e) => {
+            if (e === BODY_TOO_LARGE) send(req, res, { outcome: 'malformedRequest', body: MALFORMED }, metrics, false);
+            else res.destroy();
+          },
+        ),
+    },
+    { ...common, method: 'GET', path: '/ocsp/*', handle: ({ req, res }) => answer(req, res, decodeGetPath(req.url ?? ''), true) },
+  ];
 }

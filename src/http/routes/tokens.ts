@@ -1,8 +1,8 @@
-import { Router, RequestHandler } from 'express';
 import { TokenService } from '../../auth/tokens';
 import { CaError } from '../../errors';
 import { TokenRecord } from '../../storage/token-store';
-import { principalOf } from '../auth';
+import { sendJson } from '../errors';
+import { ADMIN, Route, principalOf } from '../route';
 
 export function tokenJson(t: TokenRecord) {
   return {
@@ -17,34 +17,43 @@ export function tokenJson(t: TokenRecord) {
 }
 
 /** Token lifecycle for admins: create (the token is shown once), list, revoke. */
-export function tokenRoutes(tokens: TokenService, adminOnly: RequestHandler, json: RequestHandler): Router {
-  const r = Router();
-  r.post('/api/v1/tokens', adminOnly, json, async (req, res) => {
-    const b = req.body;
-    if (!b || typeof b !== 'object' || Array.isArray(b)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');
-    let expiresAt: Date | null = null;
-    if (b.expiresInDays !== undefined) {
-      if (typeof b.expiresInDays !== 'number' || !Number.isInteger(b.expiresInDays) || b.expiresInDays < 1) {
-        throw new CaError('badRequest', 'invalidExpiry', 'expiresInDays must be a whole number of days');
-      }
-      expiresAt = new Date(Date.now() + b.expiresInDays * 86400_000);
-    }
-    const { token, record } = await tokens.create({
-      role: b.role,
-      name: typeof b.name === 'string' ? b.name : '',
-      scope: b.scope,
-      expiresAt,
-      by: principalOf(req).name,
-    });
-    res.status(201).json({ ...tokenJson(record), token });
-  });
-  r.get('/api/v1/tokens', adminOnly, async (_req, res) => {
-    res.json({ items: (await tokens.list()).map(tokenJson) });
-  });
-  r.post('/api/v1/tokens/:id/revoke', adminOnly, async (req, res) => {
-    const id = String(req.params.id);
-    if (id === principalOf(req).id) throw new CaError('conflict', 'cannotRevokeSelf', 'a token cannot revoke itself');
-    res.json(tokenJson(await tokens.revoke(id, principalOf(req).name)));
-  });
-  return r;
+export function tokenRoutes(tokens: TokenService): Route[] {
+  return [
+    {
+      method: 'POST',
+      path: '/api/v1/tokens',
+      access: ADMIN,
+      body: 'json',
+      async handle(ctx) {
+        const b = ctx.body as Record<string, unknown> | undefined;
+        if (!b || typeof b !== 'object' || Array.isArray(b)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');
+        let expiresAt: Date | null = null;
+        if (b.expiresInDays !== undefined) {
+          if (typeof b.expiresInDays !== 'number' || !Number.isInteger(b.expiresInDays) || b.expiresInDays < 1) {
+            throw new CaError('badRequest', 'invalidExpiry', 'expiresInDays must be a whole number of days');
+          }
+          expiresAt = new Date(Date.now() + b.expiresInDays * 86400_000);
+        }
+        const { token, record } = await tokens.create({
+          role: b.role,
+          name: typeof b.name === 'string' ? b.name : '',
+          scope: b.scope,
+          expiresAt,
+          by: principalOf(ctx).name,
+        });
+        sendJson(ctx.res, 201, { ...tokenJson(record), token });
+      },
+    },
+    { method: 'GET', path: '/api/v1/tokens', access: ADMIN, handle: async ({ res }) => sendJson(res, 200, { items: (await tokens.list()).map(tokenJson) }) },
+    {
+      method: 'POST',
+      path: '/api/v1/tokens/:id/revoke',
+      access: ADMIN,
+      async handle(ctx) {
+        const id = ctx.params.id;
+        if (id === principalOf(ctx).id) throw new CaError('conflict', 'cannotRevokeSelf', 'a token cannot revoke itself');
+        sendJson(ctx.res, 200, tokenJson(await tokens.revoke(id, principalOf(ctx).name)));
+      },
+    },
+  ];
 }

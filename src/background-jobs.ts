@@ -1,0 +1,68 @@
+import { Debouncer } from './ca/crl-service';
+import type { Core } from './core';
+import { Logger } from './log';
+
+/** A burst of revocations makes one CRL, this long after the last of them. */
+export const CRL_DEBOUNCE_MS = 2000;
+/** How often the leader checks that the OCSP responder certificate is far from its end. */
+const RESPONDER_CHECK_MS = 3600_000;
+/** How often a follower looks for a responder certificate the leader renewed. */
+const RESPONDER_ADOPT_MS = 60_000;
+/** How often each of several workers reloads the newest CRL from the shared database. */
+const CRL_RELOAD_MS = 2000;
+/** How often the leader signs the audit log's head (also at start and at shutdown). */
+export const AUDIT_CHECKPOINT_MS = 60_000;
+
+/** The one way a failed background job is reported: a log line naming the job. */
+const logFailure = (log: Logger, what: string) => (e: unknown) => log.error(`${what} failed`, { error: (e as Error)?.message ?? String(e) });
+
+export interface BackgroundJobs {
+  stop(): void;
+  /** the audit checkpoint a graceful stop signs last (nothing on a follower) */
+  finalCheckpoint(): Promise<void>;
+}
+
+/**
+ * The periodic work of a serving CA. Leadership: of several worker
+ * processes sharing one database, exactly one (the leader; a lone process is
+ * its own leader) builds CRLs, renews the OCSP responder certificate and
+ * signs audit checkpoints; followers adopt what it makes.
+ *
+ * - CRLs: a few seconds after a burst of revocations, and at least every
+ *   HSMCA_CRL_REFRESH_SECONDS (leader); followers reload the newest one.
+ * - OCSP responder certificate: renewed well before it expires (leader),
+ *   adopted by followers.
+ * - Audit checkpoints: the log's head signed at start, every minute and at
+ *   a graceful stop (leader).
+ */
+export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs {
+  const timers: NodeJS.Timeout[] = [];
+  const every = (ms: number, job: () => Promise<unknown>, what: string) => {
+    const t = setInterval(() => job().catch(logFailure(core.log, what)), ms);
+    t.unref();
+    timers.push(t);
+  };
+
+  const crl = new Debouncer(() => core.crls.refresh(), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
+  if (leader) crl.start();
+  core.revocation.onRevoked(() => crl.trigger());
+  // Several workers share one database: serve the newest CRL whoever made it.
+  if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
+
+  every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => core.responders.ensureFresh(), 'OCSP responder renewal');
+
+  const signer = leader ? core.auditSigner : undefined;
+  const checkpoint = (): Promise<void> => (signer ? core.audit.checkpoint(signer).catch(logFailure(core.log, 'audit checkpoint')) : Promise.resolve());
+  if (signer) {
+    void checkpoint();
+    every(AUDIT_CHECKPOINT_MS, checkpoint, 'audit checkpoint');
+  }
+
+  return {
+    stop() {
+      crl.stop();
+      for (const t of timers) clearInterval(t);
+    },
+    finalCheckpoint: checkpoint,
+  };
+}

@@ -1,0 +1,58 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { AuditLog } from '../audit/audit-log';
+import { TokenService } from '../auth/tokens';
+import { Clock, systemClock } from '../clock';
+import { Config } from '../config';
+import { prepareDataDir } from '../data-folder';
+import { StartupError } from '../errors';
+import { openConfiguredHsm } from '../hsm/open';
+import { createLogger } from '../log';
+import { auditTokens } from '../service-events';
+import { Database, openConfiguredDatabase } from '../storage/database';
+import { TokenStore } from '../storage/token-store';
+
+/** Token administration needs the database only: no HSM, no CA start-up. */
+export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenService; tokenStore: TokenStore; clock: Clock; close(): Promise<void> }> {
+  prepareDataDir(config.dataDir);
+  const db = await openConfiguredDatabase(config);
+  const tokenStore = new TokenStore(db);
+  const tokens = new TokenService({ store: tokenStore, clock: systemClock });
+  const audit = new AuditLog({ db, clock: systemClock, log: createLogger(config.logLevel) });
+  auditTokens(tokens, audit);
+  return {
+    tokens,
+    tokenStore,
+    clock: systemClock,
+    close: async () => {
+      await audit.close();
+      await db.close();
+    },
+  };
+}
+
+/**
+ * `hsmca audit verify` needs the database and the HSM's public keys (to check
+ * checkpoint signatures): no CA start-up, no key generation, nothing written.
+ */
+export async function openAuditAdmin(config: Config): Promise<{ audit: AuditLog; close(): Promise<void> }> {
+  if (config.hsm === 'soft' && !fs.existsSync(path.join(config.dataDir, 'soft-hsm.json'))) {
+    throw new StartupError(`HSMCA_DATA_DIR: no CA has been initialised in ${config.dataDir}; run hsmca init first`);
+  }
+  const hsm = await openConfiguredHsm(config);
+  let db: Database;
+  try {
+    db = await openConfiguredDatabase(config);
+  } catch (e) {
+    await hsm.close().catch(() => undefined);
+    throw e;
+  }
+  const audit = new AuditLog({ db, clock: systemClock, log: createLogger(config.logLevel), verifyKey: async (label) => (await hsm.getKey(label))?.publicKey });
+  return {
+    audit,
+    close: async () => {
+      await hsm.close().catch(() => undefined);
+      await db.close();
+    },
+  };
+}

@@ -1,0 +1,195 @@
+import { AUDIT_KEY_LABEL, AuditLog, KeyAuditingHsm } from './audit/audit-log';
+import { ensureFirstAdmin } from './auth/first-admin';
+import { scopePolicy } from './auth/scope';
+import { TokenService } from './auth/tokens';
+import { CrlService } from './ca/crl-service';
+import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
+import { IssuanceService } from './ca/issuance';
+import { ProfileRegistry } from './ca/profiles';
+import { RevocationService } from './ca/revocation';
+import { Clock, systemClock } from './clock';
+import { Config } from './config';
+import { prepareDataDir } from './data-folder';
+import { Hsm, Signer } from './hsm/hsm';
+import { InstrumentedHsm } from './hsm/instrumented';
+import { openConfiguredHsm } from './hsm/open';
+import { Logger, createLogger } from './log';
+import { Metrics } from './metrics';
+import { OcspResponder } from './ocsp/responder';
+import { ResponderCertificateManager } from './ocsp/responder-certificate';
+import { auditTokens, crlGenerated, issuanceHooks, recordCaInitialised, recordRevocations } from './service-events';
+import { CaStore } from './storage/ca-store';
+import { CertificateStore } from './storage/certificate-store';
+import { CrlStore } from './storage/crl-store';
+import { Database, openConfiguredDatabase } from './storage/database';
+import { TokenStore } from './storage/token-store';
+
+export interface CoreOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** where the generated admin token is announced (default: stdout) */
+  announce?: (line: string) => void;
+  /**
+   * With several worker processes one is the leader: it alone generates keys
+   * and runs the periodic jobs; followers adopt what it makes.
+   */
+  role?: 'single' | 'leader' | 'follower';
+}
+
+/** Everything a running CA holds, wired once (entry points → domain → data access). */
+export interface Core {
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  db: Database;
+  hsm: Hsm;
+  hierarchy: CaHierarchy;
+  links: CaLinks;
+  certificates: CertificateStore;
+  caStore: CaStore;
+  tokens: TokenService;
+  tokenStore: TokenStore;
+  profiles: ProfileRegistry;
+  issuance: IssuanceService;
+  revocation: RevocationService;
+  crls: CrlService;
+  responders: ResponderCertificateManager;
+  ocsp: OcspResponder;
+  audit: AuditLog;
+  /** the HSM key that signs audit checkpoints (AUDIT_KEY_LABEL); undefined only on a follower started before the key existed */
+  auditSigner?: Signer;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens (and on first start, initialises) the CA, top to bottom: settings →
+ * data folder → database → HSM and audit log → CA hierarchy → services. The
+ * HTTP listener and the background jobs are started on top of it by
+ * service.ts; the CLI uses it alone.
+ */
+export async function openCore(config: Config, opts: CoreOptions = {}): Promise<Core> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger(config.logLevel);
+  const metrics = new Metrics();
+  prepareDataDir(config.dataDir);
+  const profiles = new ProfileRegistry(config.profiles);
+  const db = await openConfiguredDatabase(config, log);
+  let rawHsm: Hsm;
+  try {
+    rawHsm = await openConfiguredHsm(config);
+  } catch (e) {
+    await db.close();
+    throw e;
+  }
+  const audit = new AuditLog({ db, clock, log, verifyKey: async (label) => (await rawHsm.getKey(label))?.publicKey });
+  // Every key generated from here on (CA keys at init, OCSP responder keys, the audit key) is audited.
+  const hsm = new KeyAuditingHsm(new InstrumentedHsm(rawHsm, metrics, log), audit);
+  const close = async () => {
+    await audit.close().catch(() => undefined);
+    await hsm.close().catch(() => undefined);
+    await db.close().catch(() => undefined);
+  };
+  try {
+    const caStore = new CaStore(db);
+    const hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
+    const auditSigner = await openAuditKey(config, hsm, opts.role);
+    const services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
+    return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, ...services, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** The root and issuing CA from the database, checked against the HSM; made on first start (and audited). */
+async function openHierarchy(config: Config, d: { hsm: Hsm; caStore: CaStore; clock: Clock; log: Logger; audit: AuditLog }): Promise<CaHierarchy> {
+  const { created, ...hierarchy } = await loadOrCreateHierarchy({
+    hsm: d.hsm,
+    store: d.caStore,
+    clock: d.clock,
+    log: d.log,
+    keyAlgorithm: config.keyAlgorithm,
+    caName: config.caName,
+    publicUrl: config.publicUrl,
+  });
+  if (created) await recordCaInitialised(d.audit, config, d.hsm, hierarchy);
+  return hierarchy;
+}
+
+/** The audit checkpoint key, generated like the CA keys (a data folder from before the audit log gets it on its next start). */
+async function openAuditKey(config: Config, hsm: Hsm, role: CoreOptions['role']): Promise<Signer | undefined> {
+  let key = await hsm.getKey(AUDIT_KEY_LABEL);
+  if (!key && role !== 'follower') key = await hsm.generateKey(AUDIT_KEY_LABEL, config.keyAlgorithm);
+  return key ? hsm.signer(key.label) : undefined;
+}
+
+/** The URLs written into every certificate: OCSP, the issuer's certificate, the CRL. */
+export function caLinks(publicUrl: string): CaLinks {
+  return { ocspUrl: `${publicUrl}/ocsp`, caIssuersUrl: `${publicUrl}/ca/issuer.crt`, crlUrl: `${publicUrl}/crl` };
+}
+
+type Services = Pick<Core, 'links' | 'certificates' | 'tokens' | 'tokenStore' | 'issuance' | 'revocation' | 'crls' | 'responders' | 'ocsp'>;
+
+/** The domain services on top of the stores and the hierarchy; the OCSP responder certificate and the CRL made fresh if needed. */
+async function openServices(
+  config: Config,
+  opts: CoreOptions,
+  d: { clock: Clock; log: Logger; metrics: Metrics; db: Database; hsm: Hsm; audit: AuditLog; caStore: CaStore; hierarchy: CaHierarchy; profiles: ProfileRegistry },
+): Promise<Services> {
+  const { clock, log, metrics, audit, hierarchy } = d;
+  const links = caLinks(config.publicUrl);
+  const certificates = new CertificateStore(d.db);
+  const tokenStore = new TokenStore(d.db);
+  const tokens = new TokenService({ store: tokenStore, clock });
+  auditTokens(tokens, audit);
+  await ensureFirstAdmin(config, tokens, tokenStore, opts.announce ?? ((l) => process.stdout.write(l + '\n')));
+  const issuance = new IssuanceService({
+    hierarchy,
+    links,
+    store: certificates,
+    profiles: d.profiles,
+    clock,
+    log,
+    policy: scopePolicy,
+    hooks: issuanceHooks(audit, metrics),
+  });
+  const revocation = new RevocationService({ store: certificates, clock });
+  recordRevocations(revocation, audit, metrics, log);
+  const responders = new ResponderCertificateManager({
+    hsm: d.hsm,
+    store: d.caStore,
+    issuer: hierarchy.issuing,
+    clock,
+    log,
+    keyAlgorithm: config.keyAlgorithm,
+    caName: config.caName,
+    settings: { validityDays: 30, renewAtFraction: 1 / 3 },
+    canIssue: opts.role !== 'follower',
+  });
+  await responders.ensureFresh();
+  const ocsp = new OcspResponder({
+    issuer: hierarchy.issuing,
+    responders,
+    certificates,
+    clock,
+    log,
+    settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000 },
+  });
+  const crls = new CrlService({
+    issuer: hierarchy.issuing,
+    certificates,
+    crls: new CrlStore(d.db),
+    clock,
+    log,
+    settings: {
+      validitySeconds: config.crlValiditySeconds,
+      retentionSeconds: config.crlRetentionSeconds,
+      crlUrl: links.crlUrl,
+      deltaCrlUrl: `${links.crlUrl}/delta`,
+    },
+    onGenerated: crlGenerated(audit, metrics),
+  });
+  await crls.init();
+  return { links, certificates, tokens, tokenStore, issuance, revocation, crls, responders, ocsp };
+}

@@ -1,0 +1,103 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { scopeAllowsRevoke } from '../auth/scope';
+import type { Core } from '../core';
+import { StartupError } from '../errors';
+import { authenticationFailed } from '../service-events';
+import { IssuanceRateLimit } from './rate-limit';
+import { Route } from './route';
+import { createRouter } from './router';
+import { auditRoutes } from './routes/audit';
+import { caRoutes } from './routes/ca';
+import { certificateRoutes } from './routes/certificates';
+import { crlRoutes } from './routes/crl';
+import { ocspRoutes } from './routes/ocsp';
+import { Health, systemRoutes } from './routes/system';
+import { tokenRoutes } from './routes/tokens';
+
+/** The service's whole route table: every route of contract section 3 and the status routes. */
+export function serviceRoutes(core: Core): Route[] {
+  // Each worker process keeps its own buckets; connections are spread evenly over them.
+  const issueLimit = new IssuanceRateLimit({
+    perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
+    perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
+  });
+  return [
+    ...ocspRoutes(core.ocsp, core.metrics),
+    ...certificateRoutes({
+      issuance: core.issuance,
+      revocation: core.revocation,
+      store: core.certificates,
+      issueLimit: (ip, principal) => issueLimit.take(ip, principal?.id),
+      requesterMayRevoke: scopeAllowsRevoke,
+    }),
+    ...systemRoutes({ health: () => health(core), metrics: core.metrics }),
+    ...caRoutes(core.hierarchy),
+    ...crlRoutes(core.crls),
+    ...tokenRoutes(core.tokens),
+    ...auditRoutes(core.audit),
+  ];
+}
+
+/** /healthz: the database answers and the HSM (or, in a cluster, enough of its tokens) can sign. */
+async function health(core: Core): Promise<Health> {
+  let database = 'ok';
+  try {
+    await core.db.ping();
+  } catch {
+    database = 'down';
+  }
+  let hsm;
+  try {
+    hsm = await core.hsm.health();
+  } catch {
+    hsm = { status: 'down' as const, tokens: [] };
+  }
+  const ok = database === 'ok' && hsm.status !== 'down';
+  const status = !ok ? 'unavailable' : hsm.status === 'degraded' ? 'degraded' : 'ok';
+  return { ok, body: { status, database, hsm } };
+}
+
+/** The request listener every listener of the service uses: the route table behind the router. */
+export function createRequestListener(core: Core): http.RequestListener {
+  return createRouter(serviceRoutes(core), {
+    authenticate: (authorization) => core.tokens.authenticate(authorization),
+    hooks: { failed: authenticationFailed(core.audit, core.metrics) },
+    metrics: core.metrics,
+    log: core.log,
+    maxBodyBytes: core.config.maxBodyBytes,
+  });
+}
+
+export interface HttpListener {
+  server: http.Server;
+  url: string;
+  /** no new connections; requests in flight finish */
+  close(): Promise<void>;
+}
+
+/** Listens on HSMCA_HOST:HSMCA_PORT; a port that cannot be had is one start-up line naming the setting. */
+export async function listenHttp(core: Core): Promise<HttpListener> {
+  const { config } = core;
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, createRequestListener(core));
+  server.keepAliveTimeout = 5_000;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (e) {
+    throw new StartupError(`HSMCA_PORT: cannot listen on ${config.host}:${config.port}: ${(e as Error).message}`);
+  }
+  const addr = server.address() as AddressInfo;
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    server,
+    url: `http://${host}:${addr.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
