@@ -17,7 +17,8 @@ export const AUDIT_CHECKPOINT_MS = 60_000;
 const logFailure = (log: Logger, what: string) => (e: unknown) => log.error(`${what} failed`, { error: (e as Error)?.message ?? String(e) });
 
 export interface BackgroundJobs {
-  stop(): void;
+  /** no more runs; a CRL that revocations are waiting for is built first (a graceful stop never leaves one out) */
+  stop(): Promise<void>;
   /** the audit checkpoint a graceful stop signs last (nothing on a follower) */
   finalCheckpoint(): Promise<void>;
 }
@@ -28,8 +29,10 @@ export interface BackgroundJobs {
  * its own leader) builds CRLs, renews the OCSP responder certificate and
  * signs audit checkpoints; followers adopt what it makes.
  *
- * - CRLs: a few seconds after a burst of revocations, and at least every
- *   HSMCA_CRL_REFRESH_SECONDS (leader); followers reload the newest one.
+ * - CRLs: a few seconds after a burst of revocations (in the process that
+ *   revoked), at least every HSMCA_CRL_REFRESH_SECONDS (leader), and at a
+ *   graceful stop when revocations are still waiting for one; followers
+ *   reload the newest one.
  * - OCSP responder certificate: renewed well before it expires (leader),
  *   adopted by followers.
  * - Audit checkpoints: the log's head signed at start, every minute and at
@@ -59,9 +62,10 @@ export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs
   }
 
   return {
-    stop() {
-      crl.stop();
+    async stop() {
       for (const t of timers) clearInterval(t);
+      crl.stop();
+      await crl.flush();
     },
     finalCheckpoint: checkpoint,
   };

@@ -41,7 +41,7 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
 }
 
 async function stopCore(core: Core, jobs: BackgroundJobs, checkpoint: boolean): Promise<void> {
-  jobs.stop();
+  await jobs.stop();
   if (checkpoint) await jobs.finalCheckpoint();
   await core.close();
 }

@@ -52,10 +52,28 @@ export class CrlService {
     },
   ) {}
 
-  /** Loads the stored CRLs; builds them when there are none or the stored ones are stale. */
+  /**
+   * Loads the stored CRLs; builds them when there are none, when the stored
+   * ones are stale, or when a revocation may be missing from them (contract
+   * section 5: a CRL served after a restart lists every revocation
+   * acknowledged before the stop, even after a crash or SIGKILL that left no
+   * time to build one).
+   */
   async init(): Promise<void> {
     await this.reload();
-    if (!this.full || !this.delta || this.full.record.nextUpdate <= this.deps.clock.now()) await this.refresh();
+    if (!this.full || !this.delta || this.full.record.nextUpdate <= this.deps.clock.now() || (await this.behind())) await this.refresh();
+  }
+
+  /**
+   * Whether a revocation may be missing from the served full CRL: one revoked
+   * at or after its thisUpdate (which is rounded down to the second and taken
+   * before the CRL's entries are read), less a margin for commits still in
+   * flight then and for clock steps. A false alarm costs one extra CRL.
+   */
+  private async behind(): Promise<boolean> {
+    if (!this.full) return true;
+    const since = this.full.record.thisUpdate.getTime() - DELTA_MARGIN_MS;
+    return this.deps.certificates.anyRevokedSince(since);
   }
 
   /** Picks up CRLs another process generated (several workers share one database). */
@@ -173,6 +191,7 @@ async function* entries(pages: AsyncIterable<RevokedRow[]>): AsyncGenerator<Revo
 export class Debouncer {
   private timer?: NodeJS.Timeout;
   private periodic?: NodeJS.Timeout;
+  private inflight?: Promise<void>;
 
   constructor(
     private readonly job: () => Promise<unknown>,
@@ -192,13 +211,34 @@ export class Debouncer {
     this.timer.unref();
   }
 
-  private fire(): void {
+  private fire(): Promise<void> {
     this.timer = undefined;
-    this.job().catch((e) => this.log.error('background job failed', { error: (e as Error).message }));
+    const run = this.job().then(
+      () => undefined,
+      (e) => this.log.error('background job failed', { error: (e as Error).message }),
+    );
+    this.inflight = run.finally(() => {
+      if (this.inflight === run) this.inflight = undefined;
+    });
+    return run;
   }
 
+  /**
+   * For a graceful stop: a run still waiting for its delay runs now, and a
+   * run in progress is waited for, so nothing triggered before the stop is
+   * left undone.
+   */
+  async flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      await this.fire();
+    } else if (this.inflight) {
+      await this.inflight;
+    }
+  }
+
+  /** No more periodic runs; a run waiting for its delay stays pending for flush(). */
   stop(): void {
-    if (this.timer) clearTimeout(this.timer);
     if (this.periodic) clearInterval(this.periodic);
   }
 }

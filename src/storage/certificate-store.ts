@@ -391,6 +391,12 @@ export class CertificateStore {
     }
   }
 
+  /** Whether any certificate was revoked at or after `since` (epoch ms): a CRL made before then may lack it. */
+  async anyRevokedSince(since: number): Promise<boolean> {
+    const row = await this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('revoked_at', '>=', since).first('id');
+    return row !== undefined;
+  }
+
   async countRevoked(q: RevokedQuery): Promise<number> {
     const r = await revokedQuery(this.knex, q).count<{ n: number | string }[]>({ n: '*' });
     return Number(r[0].n);
