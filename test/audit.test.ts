@@ -5,17 +5,9 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import express from 'express';
 import type { Knex } from 'knex';
-import {
-  AUDIT_EVENT_TYPES,
-  AuditEventType,
-  AuditLog,
-  AuditVerifyKey,
-  checkpointPayload,
-  eventHash,
-  KeyAuditingHsm,
-  verifyAuditChain,
-  ZERO_HASH,
-} from '../src/audit/audit-log';
+import { AuditLog, AuditVerifyKey, checkpointPayload, KeyAuditingHsm, verifyAuditChain } from '../src/audit/audit-log';
+import { eventHash, ZERO_HASH } from '../src/audit/chain';
+import { AUDIT_EVENT_TYPES, AuditEventType } from '../src/audit/events';
 import { FakeClock } from '../src/clock';
 import { CaError } from '../src/errors';
 import type { Signer } from '../src/hsm/hsm';

@@ -7,8 +7,8 @@ import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { Logger } from '../log';
 import { Database, isUniqueViolation, storageError } from '../storage/database';
 import { Appended, AuditEventFields, EventRow, PreparedEvent, ZERO_HASH, appendChainKnex, encInt, encStr, eventHash } from './chain';
-
-export { ZERO_HASH, eventHash } from './chain';
+import { canonicalJson, wellFormed } from './canonical-json';
+import { AUDIT_EVENT_TYPES, AuditEvent, AuditEventInput, AuditEventType } from './events';
 
 /**
  * The audit log: an append-only hash chain of security events, with
@@ -67,44 +67,6 @@ export { ZERO_HASH, eventHash } from './chain';
  * that copy. Checkpoint `at` is informational and not signed.
  */
 
-export const AUDIT_EVENT_TYPES = [
-  'keyGenerated',
-  'caInitialised',
-  'certificateIssued',
-  'certificateRevoked',
-  'tokenCreated',
-  'tokenRevoked',
-  'crlGenerated',
-  'authenticationFailed',
-  'issuanceRefused',
-  'auditCheckpoint',
-] as const;
-export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
-
-/** The HSM key that signs checkpoints. */
-export const AUDIT_KEY_LABEL = 'hsmca-audit';
-
-export interface AuditEventInput {
-  type: AuditEventType;
-  /** who did it: "admin:alice", "requester:web-1", "system", "anonymous" */
-  actor: string;
-  /** what it was done to: a serial, a token id, a key label */
-  subject?: string;
-  /** never secrets: fields named like token, pin, password, secret or privateKey are replaced by "[redacted]" */
-  details?: Record<string, unknown>;
-}
-
-export interface AuditEvent {
-  seq: number;
-  at: Date;
-  type: string;
-  actor: string;
-  subject: string | null;
-  details: unknown;
-  hash: string;
-  prevHash: string;
-}
-
 export type AuditVerifyProblem = 'changed' | 'removed' | 'reordered' | 'inserted' | 'badCheckpoint';
 
 export type AuditVerifyResult =
@@ -123,48 +85,6 @@ export function checkpointPayload(seq: number, headHash: string): Buffer {
   return Buffer.concat([encStr(CHECKPOINT_TAG), encInt(seq), encStr(headHash)]);
 }
 
-const SECRET_KEY = /^(token|bearer|authorization|pin|so_?pin|password|passphrase|secret|private_?key|key_?bytes)$/i;
-const MAX_DEPTH = 16;
-
-/** Lone surrogates cannot be stored as UTF-8; they become U+FFFD before hashing, as the database would store them. NUL is refused by PostgreSQL text. */
-function wellFormed(s: string): string {
-  return s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]|\u0000/g, '\uFFFD');
-}
-
-/**
- * Canonical JSON: object keys sorted, no whitespace, undefined and functions
- * left out, Dates as ISO strings, bigints as strings, binary as its length
- * only (never key bytes), fields with secret-like names redacted.
- */
-export function canonicalJson(v: unknown, depth = 0): string {
-  if (depth > MAX_DEPTH) return '"[too deep]"';
-  if (v === null || v === undefined) return 'null';
-  switch (typeof v) {
-    case 'boolean':
-      return v ? 'true' : 'false';
-    case 'number':
-      return Number.isFinite(v) ? JSON.stringify(v) : 'null';
-    case 'bigint':
-      return JSON.stringify(v.toString());
-    case 'string':
-      return JSON.stringify(wellFormed(v));
-    case 'object':
-      break;
-    default:
-      return 'null';
-  }
-  if (v instanceof Date) return isNaN(v.getTime()) ? 'null' : JSON.stringify(v.toISOString());
-  if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return JSON.stringify(`[binary, ${(v as ArrayBuffer).byteLength} bytes]`);
-  if (Array.isArray(v)) return '[' + v.map((x) => canonicalJson(x, depth + 1)).join(',') + ']';
-  const obj = v as Record<string, unknown>;
-  const parts: string[] = [];
-  for (const k of Object.keys(obj).sort()) {
-    const x = obj[k];
-    if (x === undefined || typeof x === 'function' || typeof x === 'symbol') continue;
-    parts.push(JSON.stringify(wellFormed(k)) + ':' + (SECRET_KEY.test(k) ? '"[redacted]"' : canonicalJson(x, depth + 1)));
-  }
-  return '{' + parts.join(',') + '}';
-}
 
 // ------------------------------------------------------------ the log
 

@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import type { RequestHandler } from 'express';
-import { AuditEvent, AuditLog } from '../../audit/audit-log';
+import { AuditLog } from '../../audit/audit-log';
+import { AuditEvent } from '../../audit/events';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 
 const MAX_LIMIT = 500;
