@@ -1,4 +1,6 @@
-import { AUDIT_KEY_LABEL, AuditLog, KeyAuditingHsm } from './audit/audit-log';
+import { AuditLog } from './audit/audit-log';
+import { AUDIT_KEY_LABEL } from './audit/events';
+import { KeyAuditingHsm } from './audit/key-auditing-hsm';
 import { ensureFirstAdmin } from './auth/first-admin';
 import { scopePolicy } from './auth/scope';
 import { TokenService } from './auth/tokens';

@@ -5,17 +5,12 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import * as http from 'node:http';
 import type { Knex } from 'knex';
-import {
-  AUDIT_EVENT_TYPES,
-  AuditEventType,
-  AuditLog,
-  AuditVerifyKey,
-  checkpointPayload,
-  eventHash,
-  KeyAuditingHsm,
-  verifyAuditChain,
-  ZERO_HASH,
-} from '../src/audit/audit-log';
+import { AuditLog } from '../src/audit/audit-log';
+import { eventHash, ZERO_HASH } from '../src/audit/chain';
+import { checkpointPayload } from '../src/audit/checkpoint';
+import { AUDIT_EVENT_TYPES, AuditEventType } from '../src/audit/events';
+import { KeyAuditingHsm } from '../src/audit/key-auditing-hsm';
+import { AuditVerifyKey, verifyAuditChain } from '../src/audit/verify';
 import { FakeClock } from '../src/clock';
 import { CaError } from '../src/errors';
 import type { Signer } from '../src/hsm/hsm';

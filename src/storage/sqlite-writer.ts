@@ -1,6 +1,9 @@
 import { promises as fsp, statSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { Appended, PreparedEvent, chainRows } from '../audit/chain';
+import { startThread } from '../thread-file';
+import type { CheckpointerData } from './sqlite-checkpointer-thread';
 
 /** An issuance write. */
 export type WriterOp =
@@ -267,56 +270,16 @@ export const WAL_RESTART_BYTES = 16 * 1024 * 1024;
 // Past GROWING_FACTOR x WAL_RESTART_BYTES the log is reported: checkpoints
 // cannot keep up, or a reader has held the log for a long time.
 const GROWING_FACTOR = 4;
-const CHECKPOINTER_SOURCE = `
-const { workerData, parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
-const Database = require(workerData.module);
-const text = (e) => String((e && (e.message || e.code)) || e);
-let db;
-try {
-  db = new Database(workerData.filename, { fileMustExist: true });
-  db.pragma('busy_timeout = 1000');
-  db.pragma('wal_autocheckpoint = 0');
-  db.pragma('journal_size_limit = ' + workerData.restartBytes);
-} catch (e) {
-  // an error thrown from here would reach the parent without its message
-  parentPort.postMessage({ state: 'stopped', message: 'cannot open the database: ' + text(e) });
-  process.exit(1);
-}
-// the state last reported: '' (fine), 'growing' or 'failing:' + the error
-let reported = '';
-const report = (state, r) => {
-  if (state === reported) return;
-  reported = state;
-  parentPort.postMessage(r);
-};
-const walSize = () => {
-  try { return fs.statSync(workerData.filename + '-wal').size; } catch { return 0; }
-};
-setInterval(() => {
-  try {
-    const size = walSize();
-    db.pragma('wal_checkpoint(PASSIVE)');
-    // what is left to copy now is only what was committed during the passive pass
-    if (size > workerData.restartBytes) db.pragma('wal_checkpoint(RESTART)');
-    const after = walSize();
-    if (after > workerData.growingBytes) {
-      report('growing', { state: 'growing', message: 'checkpoints do not keep the log below ' + workerData.growingBytes + ' bytes: they cannot keep up, or a reader holds the log', walBytes: after });
-    } else if (reported) {
-      report('', { state: 'recovered', walBytes: after });
-    }
-  } catch (e) {
-    const message = text(e);
-    report('failing:' + message, { state: 'failing', message, walBytes: walSize() });
-  }
-}, workerData.every);
-`;
 
 function startCheckpointer(filename: string, report: (r: CheckpointReport) => void, closing: () => boolean): Worker {
-  const w = new Worker(CHECKPOINTER_SOURCE, {
-    eval: true,
-    workerData: { filename, module: require.resolve('better-sqlite3'), every: CHECKPOINT_EVERY_MS, restartBytes: WAL_RESTART_BYTES, growingBytes: GROWING_FACTOR * WAL_RESTART_BYTES },
-  });
+  const workerData: CheckpointerData = {
+    filename,
+    module: require.resolve('better-sqlite3'),
+    every: CHECKPOINT_EVERY_MS,
+    restartBytes: WAL_RESTART_BYTES,
+    growingBytes: GROWING_FACTOR * WAL_RESTART_BYTES,
+  };
+  const w = startThread(join(__dirname, 'sqlite-checkpointer-thread'), { workerData });
   // The thread could not start (the database cannot be opened) or died: nothing checkpoints any more.
   let stopped = false;
   const stop = (message: string) => {

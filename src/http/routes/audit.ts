@@ -1,4 +1,5 @@
-import { AuditEvent, AuditLog } from '../../audit/audit-log';
+import { AuditLog } from '../../audit/audit-log';
+import { AuditEvent } from '../../audit/events';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 import { sendJson } from '../errors';
 import { ADMIN, Route } from '../route';
