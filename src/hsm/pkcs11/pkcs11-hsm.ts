@@ -7,6 +7,8 @@ import * as der from '../../asn1/der';
 import { OID } from '../../asn1/oids';
 import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
 import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
+import { TokenKeyError, ckrName, describe, isCkr, quote } from './errors';
+import { Mutex, RwLock, Semaphore } from './locks';
 
 /**
  * The PKCS#11 backend: CA keys live on one token, or on a cluster of tokens
@@ -134,30 +136,8 @@ const EC_PARAMS: Record<'P-256' | 'P-384', Buffer> = {
 
 // ------------------------------------------------------------------ small helpers
 
-function ckrName(e: unknown): string | undefined {
-  if (e instanceof pkcs11js.Pkcs11Error || (e instanceof Error && /^CKR_[A-Z0-9_]+$/.test(e.message))) {
-    return (e as Error).message;
-  }
-  return undefined;
-}
-
-function isCkr(e: unknown, ...codes: number[]): boolean {
-  return e instanceof pkcs11js.Pkcs11Error && codes.includes(e.code);
-}
-
-/** An error as text for messages and health: CKR names and our own messages, never data. */
-function describe(e: unknown): string {
-  const ckr = ckrName(e);
-  if (ckr) return ckr;
-  if (e instanceof HsmError || e instanceof TokenKeyError) return e.message;
-  const msg = e instanceof Error ? e.message : String(e);
-  // A native error message is short library text; cap it so nothing long can leak through.
-  return msg.length > 200 ? `${msg.slice(0, 200)}...` : msg;
-}
-
 const trimLabel = (s: string) => s.replace(/[\s\0]+$/, '');
 const hex = (b: Buffer) => b.toString('hex');
-const quote = (labels: string[]) => labels.map((l) => `"${l}"`).join(', ');
 
 function bool(v: Buffer | undefined): boolean {
   return !!v && v.length > 0 && v[0] !== 0;
@@ -184,97 +164,6 @@ function keepAlive<T>(p: Promise<T>, ...refs: unknown[]): Promise<T> {
       throw e;
     },
   );
-}
-
-/** A key is missing or differs on one token: fail over, but the token itself is fine. */
-class TokenKeyError extends Error {}
-
-class Semaphore {
-  private waiters: (() => void)[] = [];
-  constructor(private permits: number) {}
-  tryAcquire(): boolean {
-    if (this.permits > 0) {
-      this.permits--;
-      return true;
-    }
-    return false;
-  }
-  acquire(): Promise<void> {
-    if (this.tryAcquire()) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.permits++;
-  }
-}
-
-/**
- * Signing holds a token's lock shared; the rare security-officer maintenance
- * (which must log the user out: PKCS#11 has one login state per application and
- * token) holds it exclusive.
- */
-class RwLock {
-  private readers = 0;
-  private writer = false;
-  private queue: { write: boolean; resolve: () => void }[] = [];
-  get exclusive(): boolean {
-    return this.writer || this.queue.some((q) => q.write);
-  }
-  tryRead(): boolean {
-    if (this.writer || this.queue.length) return false;
-    this.readers++;
-    return true;
-  }
-  read(): Promise<void> {
-    if (this.tryRead()) return Promise.resolve();
-    return new Promise((resolve) => this.queue.push({ write: false, resolve }));
-  }
-  releaseRead(): void {
-    this.readers--;
-    this.drain();
-  }
-  write(): Promise<void> {
-    if (!this.writer && this.readers === 0 && this.queue.length === 0) {
-      this.writer = true;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.queue.push({ write: true, resolve }));
-  }
-  releaseWrite(): void {
-    this.writer = false;
-    this.drain();
-  }
-  private drain(): void {
-    while (this.queue.length) {
-      const next = this.queue[0];
-      if (next.write) {
-        if (this.readers === 0 && !this.writer) {
-          this.queue.shift();
-          this.writer = true;
-          next.resolve();
-        }
-        return;
-      }
-      if (this.writer) return;
-      this.queue.shift();
-      this.readers++;
-      next.resolve();
-    }
-  }
-}
-
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn, fn);
-    this.tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
-  }
 }
 
 // ------------------------------------------------------------------ module registry
