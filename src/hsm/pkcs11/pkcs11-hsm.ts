@@ -1,5 +1,4 @@
-import { createHash, createHmac, createPublicKey, createVerify, randomBytes, timingSafeEqual } from 'node:crypto';
-import { realpathSync } from 'node:fs';
+import { createHash, createPublicKey, createVerify, randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
@@ -8,7 +7,12 @@ import { OID } from '../../asn1/oids';
 import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
 import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
 import { TokenKeyError, ckrName, describe, isCkr, quote } from './errors';
-import { Mutex, RwLock, Semaphore } from './locks';
+import { bool, hex, ulong } from './ck-values';
+import { Mutex } from './locks';
+import { CKS_RO_USER_FUNCTIONS, CKS_RW_SO_FUNCTIONS, CKS_RW_USER_FUNCTIONS, loginChecked, loginUser, logoutLast } from './login';
+import { Handle, ModuleEntry, PKCS11, acquireModule, releaseModule, slotShared } from './module-registry';
+import { EMPTY_INPUT, keepAlive } from './pkcs11js-buffers';
+import { RW_SESSION, Token, enumerateTokens, findSlot, trimLabel } from './token';
 
 /**
  * The PKCS#11 backend: CA keys live on one token, or on a cluster of tokens
@@ -16,9 +20,6 @@ import { Mutex, RwLock, Semaphore } from './locks';
  * docs/hsm-pkcs11-design.md for the design (session pool, failover, key
  * cloning under a trusted cluster wrapping key, extractability policy).
  */
-
-type Handle = Buffer;
-type PKCS11 = pkcs11js.PKCS11;
 
 export interface Pkcs11Options {
   /** path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so) */
@@ -101,22 +102,9 @@ export interface Pkcs11HsmInfo {
 
 // ------------------------------------------------------------------ constants
 
-/** CKS_* (pkcs11js does not export them) */
-const CKS_RO_USER_FUNCTIONS = 1;
-const CKS_RW_USER_FUNCTIONS = 3;
-const CKS_RW_SO_FUNCTIONS = 4;
-
-const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 /** the label of the AES key that wraps CA keys when they are cloned between tokens */
 export const CLUSTER_KEK_LABEL = 'hsmca-cluster-kek';
 const WRAP_MECHANISM: pkcs11js.Mechanism = { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD };
-/**
- * An empty message as a zero-length view into a live buffer: pkcs11js passes a
- * zero-length Buffer.alloc(0) as a NULL pointer, which modules reject with
- * CKR_ARGUMENTS_BAD; a view keeps a valid pointer with length 0.
- */
-const EMPTY_BACKING = Buffer.alloc(8);
-const EMPTY_INPUT = EMPTY_BACKING.subarray(0, 0);
 /** errors that a fresh session (logged in again, handles looked up again) can cure */
 const STALE_SESSION_ERRORS = [
   pkcs11js.CKR_SESSION_HANDLE_INVALID,
@@ -133,179 +121,6 @@ const EC_PARAMS: Record<'P-256' | 'P-384', Buffer> = {
   'P-256': der.oid(OID.prime256v1),
   'P-384': der.oid(OID.secp384r1),
 };
-
-// ------------------------------------------------------------------ small helpers
-
-const trimLabel = (s: string) => s.replace(/[\s\0]+$/, '');
-const hex = (b: Buffer) => b.toString('hex');
-
-function bool(v: Buffer | undefined): boolean {
-  return !!v && v.length > 0 && v[0] !== 0;
-}
-
-function ulong(v: Buffer): number {
-  if (v.length >= 8) return Number(v.readBigUInt64LE(0));
-  if (v.length >= 4) return v.readUInt32LE(0);
-  return v[0] ?? 0;
-}
-
-/**
- * Keeps `refs` reachable until `p` settles: pkcs11js' asynchronous calls hand the
- * module raw pointers into the input buffers without holding a reference.
- */
-function keepAlive<T>(p: Promise<T>, ...refs: unknown[]): Promise<T> {
-  return p.then(
-    (v) => {
-      void refs;
-      return v;
-    },
-    (e) => {
-      void refs;
-      throw e;
-    },
-  );
-}
-
-// ------------------------------------------------------------------ module registry
-
-/** State shared by everything in this process that uses one token of one module. */
-interface SlotShared {
-  /** Pkcs11Hsm instances (and bare loops) that count on the user being logged in */
-  loginRefs: number;
-  lock: RwLock;
-  /**
-   * A keyed hash of the PIN the token was logged in with. The login is shared by
-   * the whole process and C_Login answers CKR_USER_ALREADY_LOGGED_IN without
-   * looking at the PIN, so a second instance's PIN is checked against this.
-   */
-  pinCheck?: Buffer;
-}
-
-/** The key of the PIN check: random per process, never stored. */
-const PIN_CHECK_KEY = randomBytes(32);
-const pinCheckOf = (pin: string) => createHmac('sha256', PIN_CHECK_KEY).update(pin, 'utf8').digest();
-
-interface ModuleEntry {
-  key: string;
-  path: string;
-  p11: PKCS11;
-  refs: number;
-  /** we called C_Initialize (not CKR_CRYPTOKI_ALREADY_INITIALIZED), so we finalize */
-  ownsInit: boolean;
-  slots: Map<string, SlotShared>;
-}
-
-/**
- * One loaded PKCS#11 instance per module path. C_Initialize runs once, on first
- * use; C_Finalize runs once, when the last user closes. SoftHSM2 reads
- * SOFTHSM2_CONF at C_Initialize, so a finalize on last close lets the next
- * initialize pick up a new configuration.
- */
-const modules = new Map<string, ModuleEntry>();
-
-function acquireModule(path: string): ModuleEntry {
-  if (!path) throw new HsmError('hsmConfig', 'no PKCS#11 module path is configured');
-  let key = path;
-  try {
-    key = realpathSync(path);
-  } catch {
-    throw new HsmError('hsmConfig', `the PKCS#11 module ${path} does not exist`);
-  }
-  const existing = modules.get(key);
-  if (existing) {
-    existing.refs++;
-    return existing;
-  }
-  let p11: PKCS11;
-  try {
-    p11 = new pkcs11js.PKCS11();
-    p11.load(path);
-  } catch (e) {
-    throw new HsmError('hsmConfig', `cannot load the PKCS#11 module ${path}: ${describe(e)}`);
-  }
-  let ownsInit = true;
-  try {
-    // CKF_OS_LOCKING_OK: signatures run on libuv worker threads, so the module must lock.
-    p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-  } catch (e) {
-    if (isCkr(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-      ownsInit = false;
-    } else {
-      try {
-        p11.close();
-      } catch {
-        /* ignore */
-      }
-      throw new HsmError('hsmConfig', `the PKCS#11 module ${path} failed to initialise: ${describe(e)}`);
-    }
-  }
-  const entry: ModuleEntry = { key, path, p11, refs: 1, ownsInit, slots: new Map() };
-  modules.set(key, entry);
-  return entry;
-}
-
-function releaseModule(entry: ModuleEntry): void {
-  entry.refs--;
-  if (entry.refs > 0) return;
-  modules.delete(entry.key);
-  if (entry.ownsInit) {
-    try {
-      entry.p11.C_Finalize();
-    } catch {
-      /* already finalised by someone else */
-    }
-  }
-  try {
-    entry.p11.close();
-  } catch {
-    /* ignore */
-  }
-}
-
-function slotShared(entry: ModuleEntry, slot: Handle): SlotShared {
-  const k = hex(slot);
-  let s = entry.slots.get(k);
-  if (!s) {
-    s = { loginRefs: 0, lock: new RwLock() };
-    entry.slots.set(k, s);
-  }
-  return s;
-}
-
-/** Slots by token label. A broken token (C_GetTokenInfo failing) is skipped, not fatal. */
-function enumerateTokens(p11: PKCS11): Map<string, Handle[]> {
-  const out = new Map<string, Handle[]>();
-  let slots: Handle[];
-  try {
-    slots = p11.C_GetSlotList(true);
-  } catch (e) {
-    throw new HsmError('hsmUnavailable', `the PKCS#11 module cannot list its slots: ${describe(e)}`);
-  }
-  for (const slot of slots) {
-    try {
-      const label = trimLabel(p11.C_GetTokenInfo(slot).label);
-      if (!label) continue;
-      out.set(label, [...(out.get(label) ?? []), slot]);
-    } catch {
-      /* a token that does not answer cannot be matched by label */
-    }
-  }
-  return out;
-}
-
-function findSlot(p11: PKCS11, label: string): Handle {
-  const all = enumerateTokens(p11);
-  const slots = all.get(label);
-  if (!slots || slots.length === 0) {
-    const seen = [...all.keys()];
-    throw new HsmError(
-      'hsmConfig',
-      `no PKCS#11 token labelled "${label}" was found (tokens present: ${seen.length ? quote(seen) : 'none'})`,
-    );
-  }
-  if (slots.length > 1) throw new HsmError('hsmConfig', `more than one PKCS#11 token is labelled "${label}"`);
-  return slots[0];
-}
 
 function findObjects(p11: PKCS11, session: Handle, template: pkcs11js.Template): Handle[] {
   p11.C_FindObjectsInit(session, template);
@@ -336,73 +151,6 @@ function getAttrs(p11: PKCS11, session: Handle, obj: Handle, types: number[]): M
   const m = new Map<number, Buffer>();
   for (const a of res) m.set(a.type, a.value);
   return m;
-}
-
-/** C_Login as the user; "already logged in" counts as success. A real login records the PIN check. */
-function loginUser(p11: PKCS11, session: Handle, pin: string, tokenLabel: string, shared: SlotShared): void {
-  try {
-    p11.C_Login(session, pkcs11js.CKU_USER, pin);
-    shared.pinCheck = pinCheckOf(pin);
-  } catch (e) {
-    if (isCkr(e, pkcs11js.CKR_USER_ALREADY_LOGGED_IN)) return;
-    if (isCkr(e, pkcs11js.CKR_PIN_INCORRECT, pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE)) {
-      throw new HsmError('wrongPin', `the user PIN was rejected by PKCS#11 token "${tokenLabel}" (${ckrName(e)})`);
-    }
-    if (isCkr(e, pkcs11js.CKR_PIN_LOCKED, pkcs11js.CKR_PIN_EXPIRED)) {
-      throw new HsmError('wrongPin', `the user PIN of PKCS#11 token "${tokenLabel}" is locked or expired (${ckrName(e)})`);
-    }
-    if (isCkr(e, pkcs11js.CKR_USER_ANOTHER_ALREADY_LOGGED_IN)) {
-      throw new HsmError('hsmUnavailable', `PKCS#11 token "${tokenLabel}" has a security officer logged in`);
-    }
-    if (isCkr(e, pkcs11js.CKR_USER_PIN_NOT_INITIALIZED)) {
-      throw new HsmError('hsmConfig', `PKCS#11 token "${tokenLabel}" has no user PIN set`);
-    }
-    throw e;
-  }
-}
-
-/**
- * Logs in for a new user of the token (an instance opening, a bare loop) and makes
- * sure its PIN is the right one even when the process is already logged in.
- */
-function loginChecked(p11: PKCS11, session: Handle, pin: string, tokenLabel: string, shared: SlotShared): void {
-  const state = p11.C_GetSessionInfo(session).state;
-  if (state === CKS_RW_SO_FUNCTIONS) {
-    throw new HsmError('hsmUnavailable', `PKCS#11 token "${tokenLabel}" has a security officer logged in`);
-  }
-  if (state !== CKS_RO_USER_FUNCTIONS && state !== CKS_RW_USER_FUNCTIONS) {
-    loginUser(p11, session, pin, tokenLabel, shared);
-    return;
-  }
-  if (shared.pinCheck) {
-    const mine = pinCheckOf(pin);
-    if (mine.length !== shared.pinCheck.length || !timingSafeEqual(mine, shared.pinCheck)) {
-      throw new HsmError('wrongPin', `the user PIN was rejected for PKCS#11 token "${tokenLabel}" (it differs from the PIN in use)`);
-    }
-    return;
-  }
-  if (shared.loginRefs === 0) {
-    // logged in by code outside this backend: log in again to have the PIN checked
-    try {
-      p11.C_Logout(session);
-    } catch {
-      /* ignore */
-    }
-    loginUser(p11, session, pin, tokenLabel, shared);
-  }
-  // else: another user of this backend logged in without a check; nothing more can be known
-}
-
-/** The last user of a token in this process is leaving: log out. */
-function logoutLast(p11: PKCS11, session: Handle | undefined, shared: SlotShared): void {
-  if (shared.loginRefs > 0) return;
-  shared.pinCheck = undefined;
-  if (!session) return;
-  try {
-    p11.C_Logout(session);
-  } catch {
-    /* not logged in, or the token is gone */
-  }
 }
 
 // ------------------------------------------------------------------ public keys
@@ -477,41 +225,6 @@ function readPublic(p11: PKCS11, s: Handle, obj: Handle, keyType: number, isPubl
 }
 
 // ------------------------------------------------------------------ tokens and keys
-
-interface IdleSession {
-  h: Handle;
-  epoch: number;
-}
-
-/** One configured token: its slot, its session pool and its cached key handles. */
-class Token {
-  state: 'up' | 'down' = 'up';
-  lastError?: string;
-  nextProbeAt = 0;
-  probing = false;
-  /** the user PIN was rejected at runtime: never retried automatically (it would lock the token) */
-  pinRejected = false;
-  /** this instance holds a login reference on the slot */
-  loginRef = false;
-  idle: IdleSession[] = [];
-  /** every session this instance has open on the token */
-  open = new Map<string, Handle>();
-  /** bumped when a fault suggests every session may be dead: older idle sessions are dropped */
-  epoch = 0;
-  permits: Semaphore;
-  /** private key handles by key label, checked against the key's CKA_ID and public key */
-  keyHandles = new Map<string, Handle>();
-  kek?: { handle: Handle; id: Buffer };
-
-  constructor(
-    readonly label: string,
-    public slot: Handle,
-    public shared: SlotShared,
-    readonly poolSize: number,
-  ) {
-    this.permits = new Semaphore(poolSize);
-  }
-}
 
 interface KeyMeta extends KeyInfo {
   id: Buffer;
