@@ -2,7 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import * as pkcs11js from 'pkcs11js';
 import { HsmError } from '../hsm';
-import { hex } from './ck-values';
+import { hex } from './attributes';
 import { describe, isCkr } from './errors';
 import { RwLock } from './locks';
 

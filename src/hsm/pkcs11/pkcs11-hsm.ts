@@ -2,16 +2,16 @@ import { createHash, createPublicKey, createVerify, randomBytes } from 'node:cry
 import { inspect } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
-import * as der from '../../asn1/der';
-import { OID } from '../../asn1/oids';
 import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
 import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
 import { TokenKeyError, ckrName, describe, isCkr, quote } from './errors';
-import { bool, hex, ulong } from './ck-values';
+import { bool, findObjects, getAttrs, hex, ulong } from './attributes';
+import { KeyMeta, destroyQuietly, findPublic, keyHandle, keyMeta, metaOf, privateKeyTemplate, publicInfo, readKey } from './key-objects';
 import { Mutex } from './locks';
 import { CKS_RO_USER_FUNCTIONS, CKS_RW_SO_FUNCTIONS, CKS_RW_USER_FUNCTIONS, loginChecked, loginUser, logoutLast } from './login';
 import { Handle, ModuleEntry, PKCS11, acquireModule, releaseModule, slotShared } from './module-registry';
 import { EMPTY_INPUT, keepAlive } from './pkcs11js-buffers';
+import { EC_PARAMS, ecPoint, readPublic } from './public-key';
 import { RW_SESSION, Token, enumerateTokens, findSlot, trimLabel } from './token';
 
 /**
@@ -116,140 +116,6 @@ const STALE_SESSION_ERRORS = [
 ];
 /** seconds a token marked down is left alone before signing traffic re-probes it */
 const REPROBE_MS = 5000;
-
-const EC_PARAMS: Record<'P-256' | 'P-384', Buffer> = {
-  'P-256': der.oid(OID.prime256v1),
-  'P-384': der.oid(OID.secp384r1),
-};
-
-function findObjects(p11: PKCS11, session: Handle, template: pkcs11js.Template): Handle[] {
-  p11.C_FindObjectsInit(session, template);
-  const out: Handle[] = [];
-  try {
-    for (;;) {
-      const batch = p11.C_FindObjects(session, 64);
-      if (batch.length === 0) break;
-      out.push(...batch);
-      if (out.length > 100000) break;
-    }
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session);
-    } catch {
-      /* the search ends with the session anyway */
-    }
-  }
-  return out;
-}
-
-function getAttrs(p11: PKCS11, session: Handle, obj: Handle, types: number[]): Map<number, Buffer> {
-  const res = p11.C_GetAttributeValue(
-    session,
-    obj,
-    types.map((type) => ({ type })),
-  );
-  const m = new Map<number, Buffer>();
-  for (const a of res) m.set(a.type, a.value);
-  return m;
-}
-
-// ------------------------------------------------------------------ public keys
-
-interface PublicParts {
-  kind: 'ec' | 'rsa';
-  algorithm?: KeyAlgorithm;
-  spki?: Buffer;
-}
-
-function curveOf(ecParams: Buffer): 'P-256' | 'P-384' | undefined {
-  if (ecParams.equals(EC_PARAMS['P-256'])) return 'P-256';
-  if (ecParams.equals(EC_PARAMS['P-384'])) return 'P-384';
-  return undefined;
-}
-
-/** CKA_EC_POINT is a DER OCTET STRING around the point; some modules return the bare point. */
-function ecPoint(value: Buffer, curve: 'P-256' | 'P-384'): Buffer {
-  const pointLen = curve === 'P-256' ? 65 : 97;
-  if (value.length === pointLen && value[0] === 0x04) return value;
-  try {
-    const e = der.readTop(value);
-    const c = der.content(e);
-    if (e.tag === der.Tag.OCTET_STRING && c.length === pointLen && c[0] === 0x04) return Buffer.from(c);
-  } catch {
-    /* fall through */
-  }
-  throw new HsmError('hsmError', 'the token returned an EC public point hsmca cannot read (not an uncompressed point)');
-}
-
-export function ecSpki(curve: 'P-256' | 'P-384', point: Buffer): Buffer {
-  const curveOid = curve === 'P-256' ? OID.prime256v1 : OID.secp384r1;
-  return der.seq(der.seq(der.oid(OID.ecPublicKey), der.oid(curveOid)), der.bits(point));
-}
-
-export function rsaSpki(modulus: Buffer, exponent: Buffer): Buffer {
-  return der.seq(der.seq(der.oid(OID.rsaEncryption), der.nul()), der.bits(der.seq(der.int(modulus), der.int(exponent))));
-}
-
-function rsaBits(modulus: Buffer): number {
-  let i = 0;
-  while (i < modulus.length && modulus[i] === 0) i++;
-  if (i === modulus.length) return 0;
-  return (modulus.length - i) * 8 - Math.clz32(modulus[i]) + 24;
-}
-
-function rsaAlgorithm(modulus: Buffer): KeyAlgorithm | undefined {
-  const a = `rsa-${rsaBits(modulus)}`;
-  return isKeyAlgorithm(a) ? a : undefined;
-}
-
-/** The public half of a key object (public or private; RSA private keys carry modulus and exponent). */
-function readPublic(p11: PKCS11, s: Handle, obj: Handle, keyType: number, isPublicObject: boolean): PublicParts {
-  if (keyType === pkcs11js.CKK_EC) {
-    if (!isPublicObject) {
-      const params = getAttrs(p11, s, obj, [pkcs11js.CKA_EC_PARAMS]).get(pkcs11js.CKA_EC_PARAMS)!;
-      const curve = curveOf(params);
-      return { kind: 'ec', algorithm: curve === 'P-256' ? 'ecdsa-p256' : curve === 'P-384' ? 'ecdsa-p384' : undefined };
-    }
-    const a = getAttrs(p11, s, obj, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT]);
-    const curve = curveOf(a.get(pkcs11js.CKA_EC_PARAMS)!);
-    if (!curve) return { kind: 'ec' };
-    return {
-      kind: 'ec',
-      algorithm: curve === 'P-256' ? 'ecdsa-p256' : 'ecdsa-p384',
-      spki: ecSpki(curve, ecPoint(a.get(pkcs11js.CKA_EC_POINT)!, curve)),
-    };
-  }
-  const a = getAttrs(p11, s, obj, [pkcs11js.CKA_MODULUS, pkcs11js.CKA_PUBLIC_EXPONENT]);
-  const modulus = a.get(pkcs11js.CKA_MODULUS)!;
-  return { kind: 'rsa', algorithm: rsaAlgorithm(modulus), spki: rsaSpki(modulus, a.get(pkcs11js.CKA_PUBLIC_EXPONENT)!) };
-}
-
-// ------------------------------------------------------------------ tokens and keys
-
-interface KeyMeta extends KeyInfo {
-  id: Buffer;
-  kind: 'ec' | 'rsa';
-  hash: 'sha256' | 'sha384';
-  mechanism: pkcs11js.Mechanism;
-  /** bytes of the raw signature (r||s, or the RSA modulus) */
-  sigLen: number;
-}
-
-function keyMeta(label: string, algorithm: KeyAlgorithm, publicKey: Buffer, id: Buffer): KeyMeta {
-  const info = keyAlgorithmInfo(algorithm);
-  return {
-    label,
-    algorithm,
-    publicKey,
-    id,
-    kind: info.kind,
-    hash: info.hash,
-    mechanism: { mechanism: info.kind === 'ec' ? pkcs11js.CKM_ECDSA : pkcs11js.CKM_SHA256_RSA_PKCS },
-    sigLen: info.kind === 'ec' ? (info.namedCurve === 'P-256' ? 64 : 96) : info.modulusLength! / 8,
-  };
-}
-
-const publicInfo = (k: KeyInfo): KeyInfo => ({ label: k.label, algorithm: k.algorithm, publicKey: k.publicKey });
 
 // ------------------------------------------------------------------ signing threads
 
@@ -761,7 +627,7 @@ export class Pkcs11Hsm implements Hsm {
         this.ensureLogin(t, s);
         findObjects(this.p11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
         for (const label of this.metas.keys()) {
-          if (findObjects(this.p11, s, this.privateKeyTemplate(label)).length === 0) {
+          if (findObjects(this.p11, s, privateKeyTemplate(label)).length === 0) {
             throw new TokenKeyError(`key "${label}" is missing on token "${t.label}"`);
           }
         }
@@ -824,41 +690,6 @@ export class Pkcs11Hsm implements Hsm {
 
   // -------------------------------------------------------------- keys
 
-  private privateKeyTemplate(label: string): pkcs11js.Template {
-    return [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_LABEL, value: label },
-    ];
-  }
-
-  /** Reads a key (private key by label, public key by CKA_ID) in session `s`. */
-  private readKey(s: Handle, label: string): KeyMeta | undefined {
-    const privs = findObjects(this.p11, s, this.privateKeyTemplate(label));
-    if (privs.length === 0) return undefined;
-    if (privs.length > 1) throw new HsmError('hsmError', `more than one private key is labelled "${label}"`);
-    return this.metaOf(s, privs[0], label);
-  }
-
-  private metaOf(s: Handle, priv: Handle, label: string): KeyMeta | undefined {
-    const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
-    const keyType = ulong(a.get(pkcs11js.CKA_KEY_TYPE)!);
-    if (keyType !== pkcs11js.CKK_EC && keyType !== pkcs11js.CKK_RSA) return undefined;
-    const id = a.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0);
-    const pub = this.findPublic(s, label, id);
-    const parts = pub ? readPublic(this.p11, s, pub, keyType, true) : readPublic(this.p11, s, priv, keyType, false);
-    if (!parts.algorithm || !parts.spki) return undefined;
-    return keyMeta(label, parts.algorithm, parts.spki, id);
-  }
-
-  private findPublic(s: Handle, label: string, id: Buffer): Handle | undefined {
-    const t: pkcs11js.Template = [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-      { type: pkcs11js.CKA_LABEL, value: label },
-    ];
-    if (id.length) t.push({ type: pkcs11js.CKA_ID, value: id });
-    return findObjects(this.p11, s, t)[0];
-  }
-
   /** Runs `fn` on the first token that answers; tokens that fail are marked down. */
   private async onFirstHealthy<T>(what: string, fn: (t: Token, s: Handle) => T | Promise<T>): Promise<T> {
     const failures: string[] = [];
@@ -881,7 +712,7 @@ export class Pkcs11Hsm implements Hsm {
 
   async getKey(label: string): Promise<KeyInfo | undefined> {
     return this.op(async () => {
-      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => this.readKey(s, label));
+      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => readKey(this.p11, s, label));
       return meta && publicInfo(meta);
     });
   }
@@ -895,7 +726,7 @@ export class Pkcs11Hsm implements Hsm {
           const label = getAttrs(this.p11, s, priv, [pkcs11js.CKA_LABEL]).get(pkcs11js.CKA_LABEL)?.toString('utf8') ?? '';
           if (!label || seen.has(label)) continue;
           seen.add(label);
-          const meta = this.metaOf(s, priv, label);
+          const meta = metaOf(this.p11, s, priv, label);
           if (meta) out.push(publicInfo(meta));
         }
         return out.sort((a, b) => a.label.localeCompare(b.label));
@@ -905,7 +736,7 @@ export class Pkcs11Hsm implements Hsm {
 
   async signer(label: string): Promise<Signer> {
     return this.op(async () => {
-      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => this.readKey(s, label));
+      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => readKey(this.p11, s, label));
       if (!meta) throw new HsmError('keyNotFound', `no key labelled "${label}" on the PKCS#11 token(s) ${quote(this.tokenLabels)}`);
       this.metas.set(label, meta);
       return { ...publicInfo(meta), sign: (data: Buffer) => this.sign(meta, data) };
@@ -920,7 +751,7 @@ export class Pkcs11Hsm implements Hsm {
     return this.op(async () => {
       const t = this.tokens.find((x) => x.label === tokenLabel);
       if (!t) throw new HsmError('hsmConfig', `PKCS#11 token "${tokenLabel}" is not part of this HSM`);
-      const meta = this.metas.get(keyLabel) ?? (await this.withSession(t, (s) => this.readKey(s, keyLabel)));
+      const meta = this.metas.get(keyLabel) ?? (await this.withSession(t, (s) => readKey(this.p11, s, keyLabel)));
       if (!meta) throw new HsmError('keyNotFound', `no key labelled "${keyLabel}" on PKCS#11 token "${tokenLabel}"`);
       let raw: Buffer;
       try {
@@ -1022,7 +853,7 @@ export class Pkcs11Hsm implements Hsm {
    * and C_Sign on a libuv worker thread (pkcs11js' C_SignAsync).
    */
   private signInSession(t: Token, s: Handle, meta: KeyMeta, input: Buffer): Promise<Buffer> {
-    const key = this.keyHandle(t, s, meta);
+    const key = keyHandle(this.p11, t, s, meta);
     const threads = this.signThreads();
     if (threads && !threads.broken) return threads.sign(s, key, meta.mechanism.mechanism, input, meta.sigLen);
     this.p11.C_SignInit(s, meta.mechanism, key);
@@ -1045,25 +876,6 @@ export class Pkcs11Hsm implements Hsm {
       this.threadsFailed = true; // the libuv path works everywhere
     }
     return this.threads;
-  }
-
-  /** The private key handle on token `t`, looked up once and checked to be the cluster's key. */
-  private keyHandle(t: Token, s: Handle, meta: KeyMeta): Handle {
-    const cached = t.keyHandles.get(meta.label);
-    if (cached) return cached;
-    const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
-    let found: Handle | undefined;
-    for (const h of privs) {
-      const id = getAttrs(this.p11, s, h, [pkcs11js.CKA_ID]).get(pkcs11js.CKA_ID) ?? Buffer.alloc(0);
-      if (id.equals(meta.id)) found = h;
-    }
-    if (!found) throw new TokenKeyError(`key "${meta.label}" is not on token "${t.label}"`);
-    const here = this.metaOf(s, found, meta.label);
-    if (!here || !here.publicKey.equals(meta.publicKey)) {
-      throw new TokenKeyError(`key "${meta.label}" on token "${t.label}" is not the same key as on the other tokens`);
-    }
-    t.keyHandles.set(meta.label, found);
-    return found;
   }
 
   // -------------------------------------------------------------- key generation and cloning
@@ -1137,7 +949,7 @@ export class Pkcs11Hsm implements Hsm {
           createPublicKey({ key: parts.spki, format: 'der', type: 'spki' });
           return keyMeta(label, algorithm, parts.spki, id);
         } catch (e) {
-          this.destroyQuietly(s, [pair.privateKey, pair.publicKey]);
+          destroyQuietly(this.p11, s, [pair.privateKey, pair.publicKey]);
           throw e;
         }
       });
@@ -1160,23 +972,13 @@ export class Pkcs11Hsm implements Hsm {
     return publicInfo(meta);
   }
 
-  private destroyQuietly(s: Handle, handles: Handle[]): void {
-    for (const h of handles) {
-      try {
-        this.p11.C_DestroyObject(s, h);
-      } catch {
-        /* best effort */
-      }
-    }
-  }
-
   private async destroyKey(t: Token, meta: KeyMeta): Promise<void> {
     await this.withSession(t, (s) => {
       const objs = findObjects(this.p11, s, [
         { type: pkcs11js.CKA_LABEL, value: meta.label },
         { type: pkcs11js.CKA_ID, value: meta.id },
       ]);
-      this.destroyQuietly(s, objs);
+      destroyQuietly(this.p11, s, objs);
     });
     t.keyHandles.delete(meta.label);
   }
@@ -1189,9 +991,9 @@ export class Pkcs11Hsm implements Hsm {
    */
   private async cloneKey(src: Token, dst: Token, meta: KeyMeta): Promise<'cloned' | 'present'> {
     const existing = await this.withSession(dst, (s) => {
-      const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
+      const privs = findObjects(this.p11, s, privateKeyTemplate(meta.label));
       if (privs.length === 0) return undefined;
-      const here = this.metaOf(s, privs[0], meta.label);
+      const here = metaOf(this.p11, s, privs[0], meta.label);
       return here && here.id.equals(meta.id) && here.publicKey.equals(meta.publicKey) ? 'same' : 'different';
     });
     if (existing === 'same') return 'present';
@@ -1205,7 +1007,7 @@ export class Pkcs11Hsm implements Hsm {
     try {
       const wrapped = await this.withSession(src, async (s) => {
         const kek = this.kekHandle(src, s);
-        const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
+        const privs = findObjects(this.p11, s, privateKeyTemplate(meta.label));
         const priv = privs.find((h) => (getAttrs(this.p11, s, h, [pkcs11js.CKA_ID]).get(pkcs11js.CKA_ID) ?? Buffer.alloc(0)).equals(meta.id));
         if (!priv) throw new HsmError('keyNotFound', `key "${meta.label}" is not on PKCS#11 token "${src.label}"`);
         const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_WRAP_WITH_TRUSTED]);
@@ -1215,7 +1017,7 @@ export class Pkcs11Hsm implements Hsm {
             `key "${meta.label}" on PKCS#11 token "${src.label}" was generated non-extractable (outside cluster mode) and cannot be cloned`,
           );
         }
-        const pub = this.findPublic(s, meta.label, meta.id);
+        const pub = findPublic(this.p11, s, meta.label, meta.id);
         const pubAttrTypes =
           meta.kind === 'ec' ? [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT] : [pkcs11js.CKA_MODULUS, pkcs11js.CKA_PUBLIC_EXPONENT];
         const pa = getAttrs(this.p11, s, pub ?? priv, pubAttrTypes);
@@ -1274,7 +1076,7 @@ export class Pkcs11Hsm implements Hsm {
           const ok = createVerify(meta.hash).update(probe).verify(createPublicKey({ key: meta.publicKey, format: 'der', type: 'spki' }), sig);
           if (!ok) throw new HsmError('hsmError', `the copy of key "${meta.label}" on PKCS#11 token "${dst.label}" does not match its public key`);
         } catch (e) {
-          this.destroyQuietly(s, priv ? [priv, pub] : [pub]);
+          destroyQuietly(this.p11, s, priv ? [priv, pub] : [pub]);
           throw e;
         }
       });
@@ -1339,7 +1141,7 @@ export class Pkcs11Hsm implements Hsm {
           const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_LABEL, pkcs11js.CKA_EXTRACTABLE]);
           const keyLabel = a.get(pkcs11js.CKA_LABEL)?.toString('utf8') ?? '';
           if (!keyLabel) continue;
-          const meta = this.metaOf(s, priv, keyLabel);
+          const meta = metaOf(this.p11, s, priv, keyLabel);
           if (!meta) continue;
           if (!bool(a.get(pkcs11js.CKA_EXTRACTABLE))) unclonable.push(keyLabel);
           else out.push(meta);
@@ -1540,7 +1342,7 @@ export class Pkcs11Hsm implements Hsm {
         blob.fill(0);
       }
     } finally {
-      for (const [s, h] of created) this.destroyQuietly(s, [h]);
+      for (const [s, h] of created) destroyQuietly(this.p11, s, [h]);
     }
     dst.kek = undefined;
   }
@@ -1664,7 +1466,7 @@ export class Pkcs11Hsm implements Hsm {
       id: hex(id),
       algorithm,
       keyType: keyType === A.CKK_EC ? 'ec' : keyType === A.CKK_RSA ? 'rsa' : 'other',
-      hasPublicKey: !!this.findPublic(s, label, id),
+      hasPublicKey: !!findPublic(this.p11, s, label, id),
       attributes: {
         token: bool(a.get(A.CKA_TOKEN)),
         private: bool(a.get(A.CKA_PRIVATE)),
