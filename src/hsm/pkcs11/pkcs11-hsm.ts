@@ -1,6 +1,5 @@
 import { createHash, createPublicKey, createVerify, randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
 import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
 import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
@@ -12,6 +11,7 @@ import { CKS_RO_USER_FUNCTIONS, CKS_RW_SO_FUNCTIONS, CKS_RW_USER_FUNCTIONS, logi
 import { Handle, ModuleEntry, PKCS11, acquireModule, releaseModule, slotShared } from './module-registry';
 import { EMPTY_INPUT, keepAlive } from './pkcs11js-buffers';
 import { EC_PARAMS, ecPoint, readPublic } from './public-key';
+import { SignThreads } from './sign-threads';
 import { RW_SESSION, Token, enumerateTokens, findSlot, trimLabel } from './token';
 
 /**
@@ -116,139 +116,6 @@ const STALE_SESSION_ERRORS = [
 ];
 /** seconds a token marked down is left alone before signing traffic re-probes it */
 const REPROBE_MS = 5000;
-
-// ------------------------------------------------------------------ signing threads
-
-/**
- * The body of a signing thread. It loads the same module (dlopen gives the same
- * library, already initialised by the main thread: PKCS#11 initialisation and
- * sessions belong to the process) and never calls C_Initialize or C_Finalize.
- * Jobs arrive in batches; each is C_SignInit + C_Sign on a session that the main
- * thread has lent to exactly this job.
- */
-const SIGN_THREAD_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const pkcs11js = require(workerData.pkcs11js);
-const p11 = new pkcs11js.PKCS11();
-p11.load(workerData.module);
-const empty = Buffer.alloc(8).subarray(0, 0);
-const buf = (u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-parentPort.on('message', (jobs) => {
-  const out = [];
-  for (const j of jobs) {
-    try {
-      const session = buf(j.s);
-      p11.C_SignInit(session, { mechanism: j.m }, buf(j.k));
-      const sig = p11.C_Sign(session, j.d.byteLength ? buf(j.d) : empty, Buffer.allocUnsafe(j.n));
-      out.push({ id: j.id, sig });
-    } catch (e) {
-      out.push({ id: j.id, code: e && typeof e.code === 'number' ? e.code : 0, msg: String((e && e.message) || e).slice(0, 200) });
-    }
-  }
-  parentPort.postMessage(out);
-});
-`;
-
-interface SignJob {
-  id: number;
-  s: Buffer;
-  k: Buffer;
-  m: number;
-  d: Buffer;
-  n: number;
-}
-
-interface SignResult {
-  id: number;
-  sig?: Uint8Array;
-  code?: number;
-  msg?: string;
-}
-
-interface SignThread {
-  worker: Worker;
-  busy: number;
-  queue: SignJob[];
-}
-
-class SignThreads {
-  private threads: SignThread[] = [];
-  private pending = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void; thread: SignThread }>();
-  private nextId = 0;
-  /** set when a thread failed: signing goes back to the libuv path */
-  broken?: string;
-
-  constructor(modulePath: string, count: number) {
-    const pkcs11jsPath = require.resolve('pkcs11js');
-    for (let i = 0; i < count; i++) {
-      const worker = new Worker(SIGN_THREAD_SOURCE, { eval: true, workerData: { pkcs11js: pkcs11jsPath, module: modulePath } });
-      const thread: SignThread = { worker, busy: 0, queue: [] };
-      worker.on('message', (results: SignResult[]) => this.settle(results));
-      worker.on('error', (e) => this.fail(`a signing thread failed: ${describe(e)}`));
-      worker.on('exit', () => this.fail('a signing thread exited'));
-      // idle threads do not keep the process alive (after the listeners: adding one refs the port)
-      worker.unref();
-      this.threads.push(thread);
-    }
-  }
-
-  sign(session: Handle, key: Handle, mechanism: number, data: Buffer, sigLen: number): Promise<Buffer> {
-    let thread = this.threads[0];
-    for (const t of this.threads) if (t.busy < thread.busy) thread = t;
-    const id = this.nextId++;
-    if (this.nextId > 2 ** 31) this.nextId = 0;
-    const t = thread;
-    return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, thread: t });
-      if (t.busy++ === 0) t.worker.ref();
-      t.queue.push({ id, s: session, k: key, m: mechanism, d: data, n: sigLen });
-      // one message per thread per tick: concurrent signatures travel together
-      if (t.queue.length === 1) queueMicrotask(() => this.flush(t));
-    });
-  }
-
-  private flush(t: SignThread): void {
-    const jobs = t.queue;
-    t.queue = [];
-    if (jobs.length === 0) return;
-    try {
-      t.worker.postMessage(jobs);
-    } catch (e) {
-      for (const j of jobs) this.finish(j.id, undefined, new Error(`a signing thread cannot be reached: ${describe(e)}`));
-    }
-  }
-
-  private settle(results: SignResult[]): void {
-    for (const r of results) {
-      if (r.sig) {
-        this.finish(r.id, Buffer.from(r.sig.buffer, r.sig.byteOffset, r.sig.byteLength));
-      } else {
-        const msg = r.msg ?? 'unknown error';
-        this.finish(r.id, undefined, /^CKR_/.test(msg) ? new pkcs11js.Pkcs11Error(`${msg}:${r.code ?? 0}`) : new Error(msg));
-      }
-    }
-  }
-
-  private finish(id: number, sig?: Buffer, err?: Error): void {
-    const p = this.pending.get(id);
-    if (!p) return;
-    this.pending.delete(id);
-    if (--p.thread.busy === 0) p.thread.worker.unref();
-    if (err) p.reject(err);
-    else p.resolve(sig!);
-  }
-
-  private fail(why: string): void {
-    if (!this.broken) this.broken = why;
-    for (const id of [...this.pending.keys()]) this.finish(id, undefined, new Error(why));
-  }
-
-  async close(): Promise<void> {
-    this.broken ??= 'closed';
-    await Promise.all(this.threads.map((t) => t.worker.terminate().catch(() => undefined)));
-    this.threads = [];
-  }
-}
 
 // ------------------------------------------------------------------ the backend
 
