@@ -11,7 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { bareSignLoop, Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
+import { bareSignLoop } from '../src/hsm/pkcs11/bare-sign-loop';
+import { Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
 
 export interface Pkcs11SignBenchResult {
   module: string;

@@ -1,7 +1,8 @@
 import { rm } from 'node:fs/promises';
 import * as pkcs11js from 'pkcs11js';
 import { KeyInfo } from '../src/hsm/hsm';
-import { CLUSTER_KEK_LABEL, Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
+import { CLUSTER_KEK_LABEL } from '../src/hsm/pkcs11/cluster-kek';
+import { Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
 import {
   assertNoSecrets,
   createSoftHsmTokens,

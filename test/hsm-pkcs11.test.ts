@@ -3,7 +3,8 @@ import { inspect } from 'node:util';
 import * as pkcs11js from 'pkcs11js';
 import { KeyInfo } from '../src/hsm/hsm';
 import { KEY_ALGORITHMS, KeyAlgorithm, keyAlgorithmInfo } from '../src/hsm/key-algorithm';
-import { bareSignLoop, Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
+import { bareSignLoop } from '../src/hsm/pkcs11/bare-sign-loop';
+import { Pkcs11Hsm } from '../src/hsm/pkcs11/pkcs11-hsm';
 import {
   assertNoSecrets,
   createSoftHsmTokens,

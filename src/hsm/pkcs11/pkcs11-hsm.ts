@@ -1,12 +1,21 @@
-import { createHash, createHmac, createPublicKey, createVerify, randomBytes, timingSafeEqual } from 'node:crypto';
-import { realpathSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
-import * as der from '../../asn1/der';
-import { OID } from '../../asn1/oids';
 import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
-import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
+import { KeyAlgorithm, ecdsaRawToDer } from '../key-algorithm';
+import { findObjects, getAttrs } from './attributes';
+import { ClusterCeremony } from './cluster-ceremony';
+import { ClusterKek } from './cluster-kek';
+import { TokenKeyError, describe, quote } from './errors';
+import { Failover, markDown, markUp } from './failover';
+import { KeyMeta, metaOf, publicInfo, readKey } from './key-objects';
+import { Lifecycle } from './lifecycle';
+import { Mutex } from './locks';
+import { ModuleEntry, PKCS11, acquireModule, releaseModule, slotShared } from './module-registry';
+import { SessionPool } from './session-pool';
+import { Token, enumerateTokens } from './token';
+import { Pkcs11HsmInfo, describeTokens } from './token-listing';
+import { TokenSigning } from './token-signing';
 
 /**
  * The PKCS#11 backend: CA keys live on one token, or on a cluster of tokens
@@ -14,9 +23,6 @@ import { KeyAlgorithm, ecdsaRawToDer, isKeyAlgorithm, keyAlgorithmInfo } from '.
  * docs/hsm-pkcs11-design.md for the design (session pool, failover, key
  * cloning under a trusted cluster wrapping key, extractability policy).
  */
-
-type Handle = Buffer;
-type PKCS11 = pkcs11js.PKCS11;
 
 export interface Pkcs11Options {
   /** path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so) */
@@ -54,756 +60,28 @@ export interface Pkcs11Options {
   requireAllTokens?: boolean;
 }
 
-/** Attributes of one private key object, as `hsmca hsm list` shows them. */
-export interface Pkcs11KeyObject {
-  label: string;
-  /** CKA_ID, hex */
-  id: string;
-  /** undefined for key types hsmca does not use */
-  algorithm?: KeyAlgorithm;
-  keyType: 'ec' | 'rsa' | 'other';
-  /** a public key object with the same CKA_ID and label exists */
-  hasPublicKey: boolean;
-  attributes: {
-    token: boolean;
-    private: boolean;
-    sensitive: boolean;
-    alwaysSensitive: boolean;
-    extractable: boolean;
-    neverExtractable: boolean;
-    wrapWithTrusted: boolean;
-    local: boolean;
-    sign: boolean;
-  };
-}
-
-export interface Pkcs11TokenInfo {
-  label: string;
-  status: 'ok' | 'down';
-  error?: string;
-  manufacturer?: string;
-  model?: string;
-  serialNumber?: string;
-  /** private keys on the token (empty when it is down) */
-  keys: Pkcs11KeyObject[];
-  /** the cluster wrapping key (see docs/hsm-pkcs11-design.md); undefined when the token is down */
-  clusterKek?: { present: boolean; id?: string; trusted?: boolean };
-}
-
-export interface Pkcs11HsmInfo {
-  module: string;
-  cluster: boolean;
-  health: HsmHealth;
-  tokens: Pkcs11TokenInfo[];
-}
-
-// ------------------------------------------------------------------ constants
-
-/** CKS_* (pkcs11js does not export them) */
-const CKS_RO_USER_FUNCTIONS = 1;
-const CKS_RW_USER_FUNCTIONS = 3;
-const CKS_RW_SO_FUNCTIONS = 4;
-
-const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
-/** the label of the AES key that wraps CA keys when they are cloned between tokens */
-export const CLUSTER_KEK_LABEL = 'hsmca-cluster-kek';
-const WRAP_MECHANISM: pkcs11js.Mechanism = { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD };
-/**
- * An empty message as a zero-length view into a live buffer: pkcs11js passes a
- * zero-length Buffer.alloc(0) as a NULL pointer, which modules reject with
- * CKR_ARGUMENTS_BAD; a view keeps a valid pointer with length 0.
- */
-const EMPTY_BACKING = Buffer.alloc(8);
-const EMPTY_INPUT = EMPTY_BACKING.subarray(0, 0);
-/** errors that a fresh session (logged in again, handles looked up again) can cure */
-const STALE_SESSION_ERRORS = [
-  pkcs11js.CKR_SESSION_HANDLE_INVALID,
-  pkcs11js.CKR_SESSION_CLOSED,
-  pkcs11js.CKR_USER_NOT_LOGGED_IN,
-  pkcs11js.CKR_OBJECT_HANDLE_INVALID,
-  pkcs11js.CKR_KEY_HANDLE_INVALID,
-  pkcs11js.CKR_OPERATION_ACTIVE,
-];
-/** seconds a token marked down is left alone before signing traffic re-probes it */
-const REPROBE_MS = 5000;
-
-const EC_PARAMS: Record<'P-256' | 'P-384', Buffer> = {
-  'P-256': der.oid(OID.prime256v1),
-  'P-384': der.oid(OID.secp384r1),
-};
-
-// ------------------------------------------------------------------ small helpers
-
-function ckrName(e: unknown): string | undefined {
-  if (e instanceof pkcs11js.Pkcs11Error || (e instanceof Error && /^CKR_[A-Z0-9_]+$/.test(e.message))) {
-    return (e as Error).message;
-  }
-  return undefined;
-}
-
-function isCkr(e: unknown, ...codes: number[]): boolean {
-  return e instanceof pkcs11js.Pkcs11Error && codes.includes(e.code);
-}
-
-/** An error as text for messages and health: CKR names and our own messages, never data. */
-function describe(e: unknown): string {
-  const ckr = ckrName(e);
-  if (ckr) return ckr;
-  if (e instanceof HsmError || e instanceof TokenKeyError) return e.message;
-  const msg = e instanceof Error ? e.message : String(e);
-  // A native error message is short library text; cap it so nothing long can leak through.
-  return msg.length > 200 ? `${msg.slice(0, 200)}...` : msg;
-}
-
-const trimLabel = (s: string) => s.replace(/[\s\0]+$/, '');
-const hex = (b: Buffer) => b.toString('hex');
-const quote = (labels: string[]) => labels.map((l) => `"${l}"`).join(', ');
-
-function bool(v: Buffer | undefined): boolean {
-  return !!v && v.length > 0 && v[0] !== 0;
-}
-
-function ulong(v: Buffer): number {
-  if (v.length >= 8) return Number(v.readBigUInt64LE(0));
-  if (v.length >= 4) return v.readUInt32LE(0);
-  return v[0] ?? 0;
-}
-
-/**
- * Keeps `refs` reachable until `p` settles: pkcs11js' asynchronous calls hand the
- * module raw pointers into the input buffers without holding a reference.
- */
-function keepAlive<T>(p: Promise<T>, ...refs: unknown[]): Promise<T> {
-  return p.then(
-    (v) => {
-      void refs;
-      return v;
-    },
-    (e) => {
-      void refs;
-      throw e;
-    },
-  );
-}
-
-/** A key is missing or differs on one token: fail over, but the token itself is fine. */
-class TokenKeyError extends Error {}
-
-class Semaphore {
-  private waiters: (() => void)[] = [];
-  constructor(private permits: number) {}
-  tryAcquire(): boolean {
-    if (this.permits > 0) {
-      this.permits--;
-      return true;
-    }
-    return false;
-  }
-  acquire(): Promise<void> {
-    if (this.tryAcquire()) return Promise.resolve();
-    return new Promise((resolve) => this.waiters.push(resolve));
-  }
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.permits++;
-  }
-}
-
-/**
- * Signing holds a token's lock shared; the rare security-officer maintenance
- * (which must log the user out: PKCS#11 has one login state per application and
- * token) holds it exclusive.
- */
-class RwLock {
-  private readers = 0;
-  private writer = false;
-  private queue: { write: boolean; resolve: () => void }[] = [];
-  get exclusive(): boolean {
-    return this.writer || this.queue.some((q) => q.write);
-  }
-  tryRead(): boolean {
-    if (this.writer || this.queue.length) return false;
-    this.readers++;
-    return true;
-  }
-  read(): Promise<void> {
-    if (this.tryRead()) return Promise.resolve();
-    return new Promise((resolve) => this.queue.push({ write: false, resolve }));
-  }
-  releaseRead(): void {
-    this.readers--;
-    this.drain();
-  }
-  write(): Promise<void> {
-    if (!this.writer && this.readers === 0 && this.queue.length === 0) {
-      this.writer = true;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.queue.push({ write: true, resolve }));
-  }
-  releaseWrite(): void {
-    this.writer = false;
-    this.drain();
-  }
-  private drain(): void {
-    while (this.queue.length) {
-      const next = this.queue[0];
-      if (next.write) {
-        if (this.readers === 0 && !this.writer) {
-          this.queue.shift();
-          this.writer = true;
-          next.resolve();
-        }
-        return;
-      }
-      if (this.writer) return;
-      this.queue.shift();
-      this.readers++;
-      next.resolve();
-    }
-  }
-}
-
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn, fn);
-    this.tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
-  }
-}
-
-// ------------------------------------------------------------------ module registry
-
-/** State shared by everything in this process that uses one token of one module. */
-interface SlotShared {
-  /** Pkcs11Hsm instances (and bare loops) that count on the user being logged in */
-  loginRefs: number;
-  lock: RwLock;
-  /**
-   * A keyed hash of the PIN the token was logged in with. The login is shared by
-   * the whole process and C_Login answers CKR_USER_ALREADY_LOGGED_IN without
-   * looking at the PIN, so a second instance's PIN is checked against this.
-   */
-  pinCheck?: Buffer;
-}
-
-/** The key of the PIN check: random per process, never stored. */
-const PIN_CHECK_KEY = randomBytes(32);
-const pinCheckOf = (pin: string) => createHmac('sha256', PIN_CHECK_KEY).update(pin, 'utf8').digest();
-
-interface ModuleEntry {
-  key: string;
-  path: string;
-  p11: PKCS11;
-  refs: number;
-  /** we called C_Initialize (not CKR_CRYPTOKI_ALREADY_INITIALIZED), so we finalize */
-  ownsInit: boolean;
-  slots: Map<string, SlotShared>;
-}
-
-/**
- * One loaded PKCS#11 instance per module path. C_Initialize runs once, on first
- * use; C_Finalize runs once, when the last user closes. SoftHSM2 reads
- * SOFTHSM2_CONF at C_Initialize, so a finalize on last close lets the next
- * initialize pick up a new configuration.
- */
-const modules = new Map<string, ModuleEntry>();
-
-function acquireModule(path: string): ModuleEntry {
-  if (!path) throw new HsmError('hsmConfig', 'no PKCS#11 module path is configured');
-  let key = path;
-  try {
-    key = realpathSync(path);
-  } catch {
-    throw new HsmError('hsmConfig', `the PKCS#11 module ${path} does not exist`);
-  }
-  const existing = modules.get(key);
-  if (existing) {
-    existing.refs++;
-    return existing;
-  }
-  let p11: PKCS11;
-  try {
-    p11 = new pkcs11js.PKCS11();
-    p11.load(path);
-  } catch (e) {
-    throw new HsmError('hsmConfig', `cannot load the PKCS#11 module ${path}: ${describe(e)}`);
-  }
-  let ownsInit = true;
-  try {
-    // CKF_OS_LOCKING_OK: signatures run on libuv worker threads, so the module must lock.
-    p11.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-  } catch (e) {
-    if (isCkr(e, pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
-      ownsInit = false;
-    } else {
-      try {
-        p11.close();
-      } catch {
-        /* ignore */
-      }
-      throw new HsmError('hsmConfig', `the PKCS#11 module ${path} failed to initialise: ${describe(e)}`);
-    }
-  }
-  const entry: ModuleEntry = { key, path, p11, refs: 1, ownsInit, slots: new Map() };
-  modules.set(key, entry);
-  return entry;
-}
-
-function releaseModule(entry: ModuleEntry): void {
-  entry.refs--;
-  if (entry.refs > 0) return;
-  modules.delete(entry.key);
-  if (entry.ownsInit) {
-    try {
-      entry.p11.C_Finalize();
-    } catch {
-      /* already finalised by someone else */
-    }
-  }
-  try {
-    entry.p11.close();
-  } catch {
-    /* ignore */
-  }
-}
-
-function slotShared(entry: ModuleEntry, slot: Handle): SlotShared {
-  const k = hex(slot);
-  let s = entry.slots.get(k);
-  if (!s) {
-    s = { loginRefs: 0, lock: new RwLock() };
-    entry.slots.set(k, s);
-  }
-  return s;
-}
-
-/** Slots by token label. A broken token (C_GetTokenInfo failing) is skipped, not fatal. */
-function enumerateTokens(p11: PKCS11): Map<string, Handle[]> {
-  const out = new Map<string, Handle[]>();
-  let slots: Handle[];
-  try {
-    slots = p11.C_GetSlotList(true);
-  } catch (e) {
-    throw new HsmError('hsmUnavailable', `the PKCS#11 module cannot list its slots: ${describe(e)}`);
-  }
-  for (const slot of slots) {
-    try {
-      const label = trimLabel(p11.C_GetTokenInfo(slot).label);
-      if (!label) continue;
-      out.set(label, [...(out.get(label) ?? []), slot]);
-    } catch {
-      /* a token that does not answer cannot be matched by label */
-    }
-  }
-  return out;
-}
-
-function findSlot(p11: PKCS11, label: string): Handle {
-  const all = enumerateTokens(p11);
-  const slots = all.get(label);
-  if (!slots || slots.length === 0) {
-    const seen = [...all.keys()];
-    throw new HsmError(
-      'hsmConfig',
-      `no PKCS#11 token labelled "${label}" was found (tokens present: ${seen.length ? quote(seen) : 'none'})`,
-    );
-  }
-  if (slots.length > 1) throw new HsmError('hsmConfig', `more than one PKCS#11 token is labelled "${label}"`);
-  return slots[0];
-}
-
-function findObjects(p11: PKCS11, session: Handle, template: pkcs11js.Template): Handle[] {
-  p11.C_FindObjectsInit(session, template);
-  const out: Handle[] = [];
-  try {
-    for (;;) {
-      const batch = p11.C_FindObjects(session, 64);
-      if (batch.length === 0) break;
-      out.push(...batch);
-      if (out.length > 100000) break;
-    }
-  } finally {
-    try {
-      p11.C_FindObjectsFinal(session);
-    } catch {
-      /* the search ends with the session anyway */
-    }
-  }
-  return out;
-}
-
-function getAttrs(p11: PKCS11, session: Handle, obj: Handle, types: number[]): Map<number, Buffer> {
-  const res = p11.C_GetAttributeValue(
-    session,
-    obj,
-    types.map((type) => ({ type })),
-  );
-  const m = new Map<number, Buffer>();
-  for (const a of res) m.set(a.type, a.value);
-  return m;
-}
-
-/** C_Login as the user; "already logged in" counts as success. A real login records the PIN check. */
-function loginUser(p11: PKCS11, session: Handle, pin: string, tokenLabel: string, shared: SlotShared): void {
-  try {
-    p11.C_Login(session, pkcs11js.CKU_USER, pin);
-    shared.pinCheck = pinCheckOf(pin);
-  } catch (e) {
-    if (isCkr(e, pkcs11js.CKR_USER_ALREADY_LOGGED_IN)) return;
-    if (isCkr(e, pkcs11js.CKR_PIN_INCORRECT, pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE)) {
-      throw new HsmError('wrongPin', `the user PIN was rejected by PKCS#11 token "${tokenLabel}" (${ckrName(e)})`);
-    }
-    if (isCkr(e, pkcs11js.CKR_PIN_LOCKED, pkcs11js.CKR_PIN_EXPIRED)) {
-      throw new HsmError('wrongPin', `the user PIN of PKCS#11 token "${tokenLabel}" is locked or expired (${ckrName(e)})`);
-    }
-    if (isCkr(e, pkcs11js.CKR_USER_ANOTHER_ALREADY_LOGGED_IN)) {
-      throw new HsmError('hsmUnavailable', `PKCS#11 token "${tokenLabel}" has a security officer logged in`);
-    }
-    if (isCkr(e, pkcs11js.CKR_USER_PIN_NOT_INITIALIZED)) {
-      throw new HsmError('hsmConfig', `PKCS#11 token "${tokenLabel}" has no user PIN set`);
-    }
-    throw e;
-  }
-}
-
-/**
- * Logs in for a new user of the token (an instance opening, a bare loop) and makes
- * sure its PIN is the right one even when the process is already logged in.
- */
-function loginChecked(p11: PKCS11, session: Handle, pin: string, tokenLabel: string, shared: SlotShared): void {
-  const state = p11.C_GetSessionInfo(session).state;
-  if (state === CKS_RW_SO_FUNCTIONS) {
-    throw new HsmError('hsmUnavailable', `PKCS#11 token "${tokenLabel}" has a security officer logged in`);
-  }
-  if (state !== CKS_RO_USER_FUNCTIONS && state !== CKS_RW_USER_FUNCTIONS) {
-    loginUser(p11, session, pin, tokenLabel, shared);
-    return;
-  }
-  if (shared.pinCheck) {
-    const mine = pinCheckOf(pin);
-    if (mine.length !== shared.pinCheck.length || !timingSafeEqual(mine, shared.pinCheck)) {
-      throw new HsmError('wrongPin', `the user PIN was rejected for PKCS#11 token "${tokenLabel}" (it differs from the PIN in use)`);
-    }
-    return;
-  }
-  if (shared.loginRefs === 0) {
-    // logged in by code outside this backend: log in again to have the PIN checked
-    try {
-      p11.C_Logout(session);
-    } catch {
-      /* ignore */
-    }
-    loginUser(p11, session, pin, tokenLabel, shared);
-  }
-  // else: another user of this backend logged in without a check; nothing more can be known
-}
-
-/** The last user of a token in this process is leaving: log out. */
-function logoutLast(p11: PKCS11, session: Handle | undefined, shared: SlotShared): void {
-  if (shared.loginRefs > 0) return;
-  shared.pinCheck = undefined;
-  if (!session) return;
-  try {
-    p11.C_Logout(session);
-  } catch {
-    /* not logged in, or the token is gone */
-  }
-}
-
-// ------------------------------------------------------------------ public keys
-
-interface PublicParts {
-  kind: 'ec' | 'rsa';
-  algorithm?: KeyAlgorithm;
-  spki?: Buffer;
-}
-
-function curveOf(ecParams: Buffer): 'P-256' | 'P-384' | undefined {
-  if (ecParams.equals(EC_PARAMS['P-256'])) return 'P-256';
-  if (ecParams.equals(EC_PARAMS['P-384'])) return 'P-384';
-  return undefined;
-}
-
-/** CKA_EC_POINT is a DER OCTET STRING around the point; some modules return the bare point. */
-function ecPoint(value: Buffer, curve: 'P-256' | 'P-384'): Buffer {
-  const pointLen = curve === 'P-256' ? 65 : 97;
-  if (value.length === pointLen && value[0] === 0x04) return value;
-  try {
-    const e = der.readTop(value);
-    const c = der.content(e);
-    if (e.tag === der.Tag.OCTET_STRING && c.length === pointLen && c[0] === 0x04) return Buffer.from(c);
-  } catch {
-    /* fall through */
-  }
-  throw new HsmError('hsmError', 'the token returned an EC public point hsmca cannot read (not an uncompressed point)');
-}
-
-export function ecSpki(curve: 'P-256' | 'P-384', point: Buffer): Buffer {
-  const curveOid = curve === 'P-256' ? OID.prime256v1 : OID.secp384r1;
-  return der.seq(der.seq(der.oid(OID.ecPublicKey), der.oid(curveOid)), der.bits(point));
-}
-
-export function rsaSpki(modulus: Buffer, exponent: Buffer): Buffer {
-  return der.seq(der.seq(der.oid(OID.rsaEncryption), der.nul()), der.bits(der.seq(der.int(modulus), der.int(exponent))));
-}
-
-function rsaBits(modulus: Buffer): number {
-  let i = 0;
-  while (i < modulus.length && modulus[i] === 0) i++;
-  if (i === modulus.length) return 0;
-  return (modulus.length - i) * 8 - Math.clz32(modulus[i]) + 24;
-}
-
-function rsaAlgorithm(modulus: Buffer): KeyAlgorithm | undefined {
-  const a = `rsa-${rsaBits(modulus)}`;
-  return isKeyAlgorithm(a) ? a : undefined;
-}
-
-/** The public half of a key object (public or private; RSA private keys carry modulus and exponent). */
-function readPublic(p11: PKCS11, s: Handle, obj: Handle, keyType: number, isPublicObject: boolean): PublicParts {
-  if (keyType === pkcs11js.CKK_EC) {
-    if (!isPublicObject) {
-      const params = getAttrs(p11, s, obj, [pkcs11js.CKA_EC_PARAMS]).get(pkcs11js.CKA_EC_PARAMS)!;
-      const curve = curveOf(params);
-      return { kind: 'ec', algorithm: curve === 'P-256' ? 'ecdsa-p256' : curve === 'P-384' ? 'ecdsa-p384' : undefined };
-    }
-    const a = getAttrs(p11, s, obj, [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT]);
-    const curve = curveOf(a.get(pkcs11js.CKA_EC_PARAMS)!);
-    if (!curve) return { kind: 'ec' };
-    return {
-      kind: 'ec',
-      algorithm: curve === 'P-256' ? 'ecdsa-p256' : 'ecdsa-p384',
-      spki: ecSpki(curve, ecPoint(a.get(pkcs11js.CKA_EC_POINT)!, curve)),
-    };
-  }
-  const a = getAttrs(p11, s, obj, [pkcs11js.CKA_MODULUS, pkcs11js.CKA_PUBLIC_EXPONENT]);
-  const modulus = a.get(pkcs11js.CKA_MODULUS)!;
-  return { kind: 'rsa', algorithm: rsaAlgorithm(modulus), spki: rsaSpki(modulus, a.get(pkcs11js.CKA_PUBLIC_EXPONENT)!) };
-}
-
-// ------------------------------------------------------------------ tokens and keys
-
-interface IdleSession {
-  h: Handle;
-  epoch: number;
-}
-
-/** One configured token: its slot, its session pool and its cached key handles. */
-class Token {
-  state: 'up' | 'down' = 'up';
-  lastError?: string;
-  nextProbeAt = 0;
-  probing = false;
-  /** the user PIN was rejected at runtime: never retried automatically (it would lock the token) */
-  pinRejected = false;
-  /** this instance holds a login reference on the slot */
-  loginRef = false;
-  idle: IdleSession[] = [];
-  /** every session this instance has open on the token */
-  open = new Map<string, Handle>();
-  /** bumped when a fault suggests every session may be dead: older idle sessions are dropped */
-  epoch = 0;
-  permits: Semaphore;
-  /** private key handles by key label, checked against the key's CKA_ID and public key */
-  keyHandles = new Map<string, Handle>();
-  kek?: { handle: Handle; id: Buffer };
-
-  constructor(
-    readonly label: string,
-    public slot: Handle,
-    public shared: SlotShared,
-    readonly poolSize: number,
-  ) {
-    this.permits = new Semaphore(poolSize);
-  }
-}
-
-interface KeyMeta extends KeyInfo {
-  id: Buffer;
-  kind: 'ec' | 'rsa';
-  hash: 'sha256' | 'sha384';
-  mechanism: pkcs11js.Mechanism;
-  /** bytes of the raw signature (r||s, or the RSA modulus) */
-  sigLen: number;
-}
-
-function keyMeta(label: string, algorithm: KeyAlgorithm, publicKey: Buffer, id: Buffer): KeyMeta {
-  const info = keyAlgorithmInfo(algorithm);
-  return {
-    label,
-    algorithm,
-    publicKey,
-    id,
-    kind: info.kind,
-    hash: info.hash,
-    mechanism: { mechanism: info.kind === 'ec' ? pkcs11js.CKM_ECDSA : pkcs11js.CKM_SHA256_RSA_PKCS },
-    sigLen: info.kind === 'ec' ? (info.namedCurve === 'P-256' ? 64 : 96) : info.modulusLength! / 8,
-  };
-}
-
-const publicInfo = (k: KeyInfo): KeyInfo => ({ label: k.label, algorithm: k.algorithm, publicKey: k.publicKey });
-
-// ------------------------------------------------------------------ signing threads
-
-/**
- * The body of a signing thread. It loads the same module (dlopen gives the same
- * library, already initialised by the main thread: PKCS#11 initialisation and
- * sessions belong to the process) and never calls C_Initialize or C_Finalize.
- * Jobs arrive in batches; each is C_SignInit + C_Sign on a session that the main
- * thread has lent to exactly this job.
- */
-const SIGN_THREAD_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const pkcs11js = require(workerData.pkcs11js);
-const p11 = new pkcs11js.PKCS11();
-p11.load(workerData.module);
-const empty = Buffer.alloc(8).subarray(0, 0);
-const buf = (u) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-parentPort.on('message', (jobs) => {
-  const out = [];
-  for (const j of jobs) {
-    try {
-      const session = buf(j.s);
-      p11.C_SignInit(session, { mechanism: j.m }, buf(j.k));
-      const sig = p11.C_Sign(session, j.d.byteLength ? buf(j.d) : empty, Buffer.allocUnsafe(j.n));
-      out.push({ id: j.id, sig });
-    } catch (e) {
-      out.push({ id: j.id, code: e && typeof e.code === 'number' ? e.code : 0, msg: String((e && e.message) || e).slice(0, 200) });
-    }
-  }
-  parentPort.postMessage(out);
-});
-`;
-
-interface SignJob {
-  id: number;
-  s: Buffer;
-  k: Buffer;
-  m: number;
-  d: Buffer;
-  n: number;
-}
-
-interface SignResult {
-  id: number;
-  sig?: Uint8Array;
-  code?: number;
-  msg?: string;
-}
-
-interface SignThread {
-  worker: Worker;
-  busy: number;
-  queue: SignJob[];
-}
-
-class SignThreads {
-  private threads: SignThread[] = [];
-  private pending = new Map<number, { resolve: (b: Buffer) => void; reject: (e: Error) => void; thread: SignThread }>();
-  private nextId = 0;
-  /** set when a thread failed: signing goes back to the libuv path */
-  broken?: string;
-
-  constructor(modulePath: string, count: number) {
-    const pkcs11jsPath = require.resolve('pkcs11js');
-    for (let i = 0; i < count; i++) {
-      const worker = new Worker(SIGN_THREAD_SOURCE, { eval: true, workerData: { pkcs11js: pkcs11jsPath, module: modulePath } });
-      const thread: SignThread = { worker, busy: 0, queue: [] };
-      worker.on('message', (results: SignResult[]) => this.settle(results));
-      worker.on('error', (e) => this.fail(`a signing thread failed: ${describe(e)}`));
-      worker.on('exit', () => this.fail('a signing thread exited'));
-      // idle threads do not keep the process alive (after the listeners: adding one refs the port)
-      worker.unref();
-      this.threads.push(thread);
-    }
-  }
-
-  sign(session: Handle, key: Handle, mechanism: number, data: Buffer, sigLen: number): Promise<Buffer> {
-    let thread = this.threads[0];
-    for (const t of this.threads) if (t.busy < thread.busy) thread = t;
-    const id = this.nextId++;
-    if (this.nextId > 2 ** 31) this.nextId = 0;
-    const t = thread;
-    return new Promise<Buffer>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, thread: t });
-      if (t.busy++ === 0) t.worker.ref();
-      t.queue.push({ id, s: session, k: key, m: mechanism, d: data, n: sigLen });
-      // one message per thread per tick: concurrent signatures travel together
-      if (t.queue.length === 1) queueMicrotask(() => this.flush(t));
-    });
-  }
-
-  private flush(t: SignThread): void {
-    const jobs = t.queue;
-    t.queue = [];
-    if (jobs.length === 0) return;
-    try {
-      t.worker.postMessage(jobs);
-    } catch (e) {
-      for (const j of jobs) this.finish(j.id, undefined, new Error(`a signing thread cannot be reached: ${describe(e)}`));
-    }
-  }
-
-  private settle(results: SignResult[]): void {
-    for (const r of results) {
-      if (r.sig) {
-        this.finish(r.id, Buffer.from(r.sig.buffer, r.sig.byteOffset, r.sig.byteLength));
-      } else {
-        const msg = r.msg ?? 'unknown error';
-        this.finish(r.id, undefined, /^CKR_/.test(msg) ? new pkcs11js.Pkcs11Error(`${msg}:${r.code ?? 0}`) : new Error(msg));
-      }
-    }
-  }
-
-  private finish(id: number, sig?: Buffer, err?: Error): void {
-    const p = this.pending.get(id);
-    if (!p) return;
-    this.pending.delete(id);
-    if (--p.thread.busy === 0) p.thread.worker.unref();
-    if (err) p.reject(err);
-    else p.resolve(sig!);
-  }
-
-  private fail(why: string): void {
-    if (!this.broken) this.broken = why;
-    for (const id of [...this.pending.keys()]) this.finish(id, undefined, new Error(why));
-  }
-
-  async close(): Promise<void> {
-    this.broken ??= 'closed';
-    await Promise.all(this.threads.map((t) => t.worker.terminate().catch(() => undefined)));
-    this.threads = [];
-  }
-}
-
 // ------------------------------------------------------------------ the backend
 
 export class Pkcs11Hsm implements Hsm {
   readonly kind = 'pkcs11' as const;
-  private tokens: Token[] = [];
-  private closed = false;
+  /** the tokens in use, in order; shared with the collaborators below, which see tokens that join later */
+  private readonly tokens: Token[] = [];
   private closing?: Promise<void>;
   private released = false;
-  private inflight = 0;
-  private idleWaiters: (() => void)[] = [];
-  private rr = 0;
   private admin = new Mutex();
+  /** the keys signers have been made for */
   private metas = new Map<string, KeyMeta>();
   private readonly p11: PKCS11;
   private clusterMode: boolean;
   private readonly poolSize: number;
-  private threads?: SignThreads;
-  private threadsFailed = false;
-  /** the options without the PINs, which live in #private fields (not in JSON, not in inspect) */
+  /** the options without the PINs (the user PIN is kept by the session pool, the SO PIN by the cluster KEK, in #private fields) */
   private readonly opts: Omit<Pkcs11Options, 'pin' | 'soPin'>;
-  readonly #pin: string;
-  readonly #soPin?: string;
+  private readonly life = new Lifecycle();
+  private readonly pool: SessionPool;
+  private readonly failover: Failover;
+  private readonly signing: TokenSigning;
+  private readonly kek: ClusterKek;
+  private readonly ceremony: ClusterCeremony;
 
   private constructor(
     opts: Pkcs11Options,
@@ -811,16 +89,19 @@ export class Pkcs11Hsm implements Hsm {
   ) {
     const { pin, soPin, ...rest } = opts;
     this.opts = rest;
-    this.#pin = pin;
-    this.#soPin = soPin || undefined;
     this.p11 = mod.p11;
     this.clusterMode = opts.cluster ?? opts.tokenLabels.length > 1;
     this.poolSize = opts.sessionsPerToken ?? 8;
+    this.pool = new SessionPool(this.p11, pin, this.life);
+    this.failover = new Failover(this.p11, mod, this.pool, this.tokens, this.metas, this.life);
+    this.signing = new TokenSigning(this.p11, mod.path, opts.signThreads ?? 2, this.pool, this.life);
+    this.kek = new ClusterKek(this.p11, this.pool, soPin || undefined);
+    this.ceremony = new ClusterCeremony(this.p11, mod, this.pool, this.failover, this.kek, this.life, this.tokens, this.poolSize);
   }
 
   /** What logs and JSON see: no PINs, no handles. */
   toJSON(): { kind: 'pkcs11'; module: string; tokens: string[]; cluster: boolean; closed: boolean } {
-    return { kind: this.kind, module: this.opts.module, tokens: this.tokenLabels, cluster: this.clusterMode, closed: this.closed };
+    return { kind: this.kind, module: this.opts.module, tokens: this.tokenLabels, cluster: this.clusterMode, closed: this.life.closed };
   }
 
   [inspect.custom](): string {
@@ -877,11 +158,11 @@ export class Pkcs11Hsm implements Hsm {
       const t = new Token(label, slots[0], slotShared(this.mod, slots[0]), this.poolSize);
       this.tokens.push(t);
       try {
-        this.join(t);
+        this.pool.join(t);
       } catch (e) {
         if (e instanceof HsmError && e.code === 'wrongPin') throw e;
         if (requireAll) throw new HsmError('hsmUnavailable', `PKCS#11 token "${label}" cannot be opened: ${describe(e)}`);
-        this.markDown(t, describe(e));
+        markDown(t, describe(e));
       }
     }
     if (this.tokens.length === 0 || this.tokens.every((t) => t.state === 'down')) {
@@ -889,8 +170,8 @@ export class Pkcs11Hsm implements Hsm {
     }
     // A cluster's wrapping key is set up now when the SO PIN is at hand; without it
     // signing works and generateKey/addToken explain what is missing.
-    if (this.clusterMode && this.tokens.length > 1 && this.#soPin) {
-      await this.ensureClusterKek(this.tokens.filter((t) => t.state === 'up'));
+    if (this.clusterMode && this.tokens.length > 1 && this.kek.hasSoPin) {
+      await this.kek.ensure(this.tokens.filter((t) => t.state === 'up'));
     }
   }
 
@@ -903,29 +184,13 @@ export class Pkcs11Hsm implements Hsm {
     return this.tokens.map((t) => t.label);
   }
 
-  // -------------------------------------------------------------- lifecycle plumbing
-
-  private ensureOpen(): void {
-    if (this.closed) throw new HsmError('hsmUnavailable', 'the PKCS#11 HSM is closed');
-  }
-
-  /** Runs an operation that uses the module, so that close() can wait for it. */
-  private async op<T>(fn: () => Promise<T>): Promise<T> {
-    this.ensureOpen();
-    this.inflight++;
-    try {
-      return await fn();
-    } finally {
-      this.inflight--;
-      if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
-    }
-  }
+  // -------------------------------------------------------------- lifecycle
 
   async close(): Promise<void> {
     if (!this.closing) {
-      this.closed = true;
+      this.life.closed = true;
       this.closing = (async () => {
-        if (this.inflight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+        if (this.life.inflight > 0) await this.life.idle();
         await this.shutdown();
       })();
     }
@@ -934,28 +199,10 @@ export class Pkcs11Hsm implements Hsm {
 
   /** Logs out (when no one else in the process needs the login), closes our sessions, releases the module. */
   private async shutdown(): Promise<void> {
-    this.closed = true;
+    this.life.closed = true;
     // no thread may be inside the module when its sessions close and it is finalised
-    await this.threads?.close();
-    this.threads = undefined;
-    for (const t of this.tokens) {
-      const sessions = [...t.open.values()];
-      if (t.loginRef) {
-        t.loginRef = false;
-        t.shared.loginRefs--;
-        logoutLast(this.p11, sessions[0], t.shared);
-      }
-      for (const s of sessions) {
-        try {
-          this.p11.C_CloseSession(s);
-        } catch {
-          /* already closed */
-        }
-      }
-      t.open.clear();
-      t.idle = [];
-      t.keyHandles.clear();
-    }
+    await this.signing.close();
+    for (const t of this.tokens) this.pool.shutdown(t);
     this.metas.clear();
     if (!this.released) {
       this.released = true;
@@ -963,224 +210,17 @@ export class Pkcs11Hsm implements Hsm {
     }
   }
 
-  /** This instance starts using token `t`: a first session, the login (with its PIN checked), a login reference. */
-  private join(t: Token): void {
-    const s = this.p11.C_OpenSession(t.slot, RW_SESSION);
-    t.open.set(hex(s), s);
-    try {
-      loginChecked(this.p11, s, this.#pin, t.label, t.shared);
-    } catch (e) {
-      this.closeSession(t, s);
-      throw e;
-    }
-    this.takeLoginRef(t);
-    this.putIdle(t, s);
-  }
-
-  private takeLoginRef(t: Token): void {
-    if (!t.loginRef) {
-      t.loginRef = true;
-      t.shared.loginRefs++;
-    }
-  }
-
-  // -------------------------------------------------------------- sessions
-
-  /** A new session, logged in as the user (the login is per token, so this is usually a no-op). */
-  private openSession(t: Token): Handle {
-    const s = this.p11.C_OpenSession(t.slot, RW_SESSION);
-    t.open.set(hex(s), s);
-    try {
-      this.ensureLogin(t, s);
-    } catch (e) {
-      this.closeSession(t, s);
-      throw e;
-    }
-    return s;
-  }
-
-  private ensureLogin(t: Token, s: Handle): void {
-    const state = this.p11.C_GetSessionInfo(s).state;
-    if (state === CKS_RW_USER_FUNCTIONS || state === CKS_RO_USER_FUNCTIONS) return;
-    if (state === CKS_RW_SO_FUNCTIONS) {
-      throw new HsmError('hsmUnavailable', `PKCS#11 token "${t.label}" has a security officer logged in`);
-    }
-    if (t.pinRejected) {
-      throw new HsmError('wrongPin', `the user PIN was rejected by PKCS#11 token "${t.label}"; not retrying (restart with the right PIN)`);
-    }
-    try {
-      loginUser(this.p11, s, this.#pin, t.label, t.shared);
-    } catch (e) {
-      if (e instanceof HsmError && e.code === 'wrongPin') t.pinRejected = true;
-      throw e;
-    }
-  }
-
-  private closeSession(t: Token, s: Handle): void {
-    t.open.delete(hex(s));
-    try {
-      this.p11.C_CloseSession(s);
-    } catch {
-      /* the session is already gone */
-    }
-  }
-
-  private takeIdle(t: Token): Handle | undefined {
-    while (t.idle.length) {
-      const s = t.idle.pop()!;
-      if (s.epoch === t.epoch) return s.h;
-      this.closeSession(t, s.h);
-    }
-    return undefined;
-  }
-
-  private putIdle(t: Token, s: Handle, epoch = t.epoch): void {
-    if (this.closed || epoch !== t.epoch || !t.open.has(hex(s)) || t.idle.length >= t.poolSize) {
-      if (!this.closed) this.closeSession(t, s);
-      return;
-    }
-    t.idle.push({ h: s, epoch });
-  }
-
-  /** A session failed: close it and, when the fault is not specific to it, every idle one. */
-  private discard(t: Token, s: Handle, e: unknown): void {
-    this.closeSession(t, s);
-    t.keyHandles.clear();
-    t.kek = undefined;
-    if (!isCkr(e, pkcs11js.CKR_OPERATION_ACTIVE, pkcs11js.CKR_BUFFER_TOO_SMALL)) {
-      t.epoch++;
-      for (const i of t.idle.splice(0)) this.closeSession(t, i.h);
-    }
-  }
-
-  /**
-   * Borrows a session of the pool for administration and probes. A pooled session
-   * that turns out dead (closed or logged out under us) is replaced by a fresh one
-   * and `fn` runs once more; `fn` must leave nothing behind when it fails.
-   */
-  private async withSession<T>(t: Token, fn: (s: Handle) => T | Promise<T>): Promise<T> {
-    if (!t.shared.lock.tryRead()) await t.shared.lock.read();
-    try {
-      if (!t.permits.tryAcquire()) await t.permits.acquire();
-      try {
-        const pooled = this.takeIdle(t);
-        let s = pooled ?? this.openSession(t);
-        let epoch = t.epoch;
-        try {
-          const result = await fn(s);
-          this.putIdle(t, s, epoch);
-          return result;
-        } catch (e) {
-          if (e instanceof HsmError || e instanceof TokenKeyError) {
-            this.putIdle(t, s, epoch);
-            throw e;
-          }
-          this.discard(t, s, e);
-          if (!pooled || !isCkr(e, ...STALE_SESSION_ERRORS) || this.closed) throw e;
-        }
-        s = this.openSession(t);
-        epoch = t.epoch;
-        try {
-          const result = await fn(s);
-          this.putIdle(t, s, epoch);
-          return result;
-        } catch (e) {
-          if (e instanceof HsmError || e instanceof TokenKeyError) this.putIdle(t, s, epoch);
-          else this.discard(t, s, e);
-          throw e;
-        }
-      } finally {
-        t.permits.release();
-      }
-    } finally {
-      t.shared.lock.releaseRead();
-    }
-  }
-
-  // -------------------------------------------------------------- health
-
-  private markDown(t: Token, error: string): void {
-    if (t.state !== 'down') t.nextProbeAt = Date.now() + REPROBE_MS;
-    t.state = 'down';
-    t.lastError = error;
-  }
-
-  private markUp(t: Token): void {
-    t.state = 'up';
-    t.lastError = undefined;
-  }
-
-  /** Cheap check that the token still answers under its label (C_GetTokenInfo). */
-  private checkTokenInfo(t: Token): pkcs11js.TokenInfo {
-    let info: pkcs11js.TokenInfo;
-    try {
-      info = this.p11.C_GetTokenInfo(t.slot);
-    } catch (e) {
-      // the token may have moved to another slot (re-inserted, HSM restarted)
-      const moved = this.relocate(t);
-      if (!moved) throw e;
-      info = this.p11.C_GetTokenInfo(t.slot);
-    }
-    const label = trimLabel(info.label);
-    if (label !== t.label) {
-      if (!this.relocate(t)) throw new Error(`the slot now holds token "${label}"`);
-      info = this.p11.C_GetTokenInfo(t.slot);
-    }
-    return info;
-  }
-
-  private relocate(t: Token): boolean {
-    let slots: Handle[] | undefined;
-    try {
-      slots = enumerateTokens(this.p11).get(t.label);
-    } catch {
-      return false;
-    }
-    if (!slots || slots.length !== 1 || slots[0].equals(t.slot)) return false;
-    t.slot = slots[0];
-    const shared = slotShared(this.mod, t.slot);
-    if (t.loginRef) {
-      t.shared.loginRefs--;
-      shared.loginRefs++;
-    }
-    t.shared = shared;
-    t.epoch++;
-    for (const i of t.idle.splice(0)) this.closeSession(t, i.h);
-    t.keyHandles.clear();
-    t.kek = undefined;
-    return true;
-  }
-
-  /** Really asks the token: token info, a logged-in session, a search for the key objects. */
-  private async probe(t: Token): Promise<void> {
-    try {
-      this.checkTokenInfo(t);
-      await this.withSession(t, (s) => {
-        this.ensureLogin(t, s);
-        findObjects(this.p11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
-        for (const label of this.metas.keys()) {
-          if (findObjects(this.p11, s, this.privateKeyTemplate(label)).length === 0) {
-            throw new TokenKeyError(`key "${label}" is missing on token "${t.label}"`);
-          }
-        }
-      });
-      this.takeLoginRef(t);
-      this.markUp(t);
-    } catch (e) {
-      this.markDown(t, describe(e));
-      throw e;
-    }
-  }
+  // -------------------------------------------------------------- health and keys
 
   async health(): Promise<HsmHealth> {
-    if (this.closed) {
+    if (this.life.closed) {
       return { status: 'down', tokens: this.opts.tokenLabels.map((label) => ({ label, status: 'down', error: 'closed' })) };
     }
-    return this.op(async () => {
+    return this.life.op(async () => {
       const tokens: TokenHealth[] = [];
       for (const t of this.tokens) {
         try {
-          await this.probe(t);
+          await this.failover.probe(t);
           tokens.push({ label: t.label, status: 'ok' });
         } catch (e) {
           tokens.push({ label: t.label, status: 'down', error: describe(e) });
@@ -1194,106 +234,23 @@ export class Pkcs11Hsm implements Hsm {
     });
   }
 
-  /** Signing order: healthy tokens round-robin, then tokens marked down as a last resort. */
-  private signOrder(): Token[] {
-    if (this.tokens.length === 1 && this.tokens[0].state === 'up') return this.tokens;
-    const up = this.tokens.filter((t) => t.state === 'up' && !t.shared.lock.exclusive);
-    const busy = this.tokens.filter((t) => t.state === 'up' && t.shared.lock.exclusive);
-    const down = this.tokens.filter((t) => t.state === 'down');
-    const now = Date.now();
-    for (const t of down) {
-      if (now >= t.nextProbeAt && !t.probing) {
-        t.probing = true;
-        t.nextProbeAt = now + REPROBE_MS;
-        this.op(() => this.probe(t))
-          .catch(() => undefined)
-          .finally(() => {
-            t.probing = false;
-          });
-      }
-    }
-    if (up.length > 1) {
-      const start = this.rr++ % up.length;
-      if (this.rr > 1e9) this.rr = 0;
-      up.push(...up.splice(0, start));
-    }
-    return [...up, ...busy, ...down];
-  }
-
-  // -------------------------------------------------------------- keys
-
-  private privateKeyTemplate(label: string): pkcs11js.Template {
-    return [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_LABEL, value: label },
-    ];
-  }
-
-  /** Reads a key (private key by label, public key by CKA_ID) in session `s`. */
-  private readKey(s: Handle, label: string): KeyMeta | undefined {
-    const privs = findObjects(this.p11, s, this.privateKeyTemplate(label));
-    if (privs.length === 0) return undefined;
-    if (privs.length > 1) throw new HsmError('hsmError', `more than one private key is labelled "${label}"`);
-    return this.metaOf(s, privs[0], label);
-  }
-
-  private metaOf(s: Handle, priv: Handle, label: string): KeyMeta | undefined {
-    const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_KEY_TYPE, pkcs11js.CKA_ID]);
-    const keyType = ulong(a.get(pkcs11js.CKA_KEY_TYPE)!);
-    if (keyType !== pkcs11js.CKK_EC && keyType !== pkcs11js.CKK_RSA) return undefined;
-    const id = a.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0);
-    const pub = this.findPublic(s, label, id);
-    const parts = pub ? readPublic(this.p11, s, pub, keyType, true) : readPublic(this.p11, s, priv, keyType, false);
-    if (!parts.algorithm || !parts.spki) return undefined;
-    return keyMeta(label, parts.algorithm, parts.spki, id);
-  }
-
-  private findPublic(s: Handle, label: string, id: Buffer): Handle | undefined {
-    const t: pkcs11js.Template = [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-      { type: pkcs11js.CKA_LABEL, value: label },
-    ];
-    if (id.length) t.push({ type: pkcs11js.CKA_ID, value: id });
-    return findObjects(this.p11, s, t)[0];
-  }
-
-  /** Runs `fn` on the first token that answers; tokens that fail are marked down. */
-  private async onFirstHealthy<T>(what: string, fn: (t: Token, s: Handle) => T | Promise<T>): Promise<T> {
-    const failures: string[] = [];
-    const order = [...this.tokens.filter((t) => t.state === 'up'), ...this.tokens.filter((t) => t.state === 'down')];
-    for (const t of order) {
-      try {
-        // a token whose store is gone still answers searches (with nothing): ask it first
-        this.checkTokenInfo(t);
-        const r = await this.withSession(t, (s) => fn(t, s));
-        if (t.state === 'down') this.markUp(t);
-        return r;
-      } catch (e) {
-        if (e instanceof HsmError && e.code !== 'hsmUnavailable' && e.code !== 'wrongPin') throw e;
-        failures.push(`"${t.label}": ${describe(e)}`);
-        this.markDown(t, describe(e));
-      }
-    }
-    throw new HsmError('hsmUnavailable', `${what}: no PKCS#11 token answered (${failures.join('; ')})`);
-  }
-
   async getKey(label: string): Promise<KeyInfo | undefined> {
-    return this.op(async () => {
-      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => this.readKey(s, label));
+    return this.life.op(async () => {
+      const meta = await this.failover.onFirstHealthy(`reading key "${label}"`, (_t, s) => readKey(this.p11, s, label));
       return meta && publicInfo(meta);
     });
   }
 
   async listKeys(): Promise<KeyInfo[]> {
-    return this.op(() =>
-      this.onFirstHealthy('listing keys', (_t, s) => {
+    return this.life.op(() =>
+      this.failover.onFirstHealthy('listing keys', (_t, s) => {
         const out: KeyInfo[] = [];
         const seen = new Set<string>();
         for (const priv of findObjects(this.p11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
           const label = getAttrs(this.p11, s, priv, [pkcs11js.CKA_LABEL]).get(pkcs11js.CKA_LABEL)?.toString('utf8') ?? '';
           if (!label || seen.has(label)) continue;
           seen.add(label);
-          const meta = this.metaOf(s, priv, label);
+          const meta = metaOf(this.p11, s, priv, label);
           if (meta) out.push(publicInfo(meta));
         }
         return out.sort((a, b) => a.label.localeCompare(b.label));
@@ -1302,8 +259,8 @@ export class Pkcs11Hsm implements Hsm {
   }
 
   async signer(label: string): Promise<Signer> {
-    return this.op(async () => {
-      const meta = await this.onFirstHealthy(`reading key "${label}"`, (_t, s) => this.readKey(s, label));
+    return this.life.op(async () => {
+      const meta = await this.failover.onFirstHealthy(`reading key "${label}"`, (_t, s) => readKey(this.p11, s, label));
       if (!meta) throw new HsmError('keyNotFound', `no key labelled "${label}" on the PKCS#11 token(s) ${quote(this.tokenLabels)}`);
       this.metas.set(label, meta);
       return { ...publicInfo(meta), sign: (data: Buffer) => this.sign(meta, data) };
@@ -1315,14 +272,14 @@ export class Pkcs11Hsm implements Hsm {
    * operators (and tests) to check that every token of a cluster holds the key.
    */
   async signOn(tokenLabel: string, keyLabel: string, data: Buffer): Promise<Buffer> {
-    return this.op(async () => {
+    return this.life.op(async () => {
       const t = this.tokens.find((x) => x.label === tokenLabel);
       if (!t) throw new HsmError('hsmConfig', `PKCS#11 token "${tokenLabel}" is not part of this HSM`);
-      const meta = this.metas.get(keyLabel) ?? (await this.withSession(t, (s) => this.readKey(s, keyLabel)));
+      const meta = this.metas.get(keyLabel) ?? (await this.pool.withSession(t, (s) => readKey(this.p11, s, keyLabel)));
       if (!meta) throw new HsmError('keyNotFound', `no key labelled "${keyLabel}" on PKCS#11 token "${tokenLabel}"`);
       let raw: Buffer;
       try {
-        raw = await this.signOnToken(t, meta, meta.kind === 'ec' ? createHash(meta.hash).update(data).digest() : data);
+        raw = await this.signing.signOnToken(t, meta, meta.kind === 'ec' ? createHash(meta.hash).update(data).digest() : data);
       } catch (e) {
         if (e instanceof HsmError) throw e;
         throw new HsmError('hsmUnavailable', `signing with key "${keyLabel}" on PKCS#11 token "${tokenLabel}" failed (${describe(e)})`);
@@ -1333,17 +290,17 @@ export class Pkcs11Hsm implements Hsm {
 
   /** The hot path: kept to one async frame per token tried (see bench/pkcs11-sign.ts). */
   private async sign(meta: KeyMeta, data: Buffer): Promise<Buffer> {
-    this.ensureOpen();
+    this.life.ensureOpen();
     if (!Buffer.isBuffer(data)) throw new HsmError('hsmError', 'sign() needs a Buffer');
-    this.inflight++;
+    this.life.inflight++;
     try {
       const input = meta.kind === 'ec' ? createHash(meta.hash).update(data).digest() : data;
       let failures: string[] | undefined;
-      for (const t of this.signOrder()) {
-        if (this.closed) break;
+      for (const t of this.failover.signOrder()) {
+        if (this.life.closed) break;
         try {
-          const raw = await this.signOnToken(t, meta, input);
-          if (t.state === 'down') this.markUp(t);
+          const raw = await this.signing.signOnToken(t, meta, input);
+          if (t.state === 'down') markUp(t);
           return meta.kind === 'ec' ? ecdsaRawToDer(raw) : raw;
         } catch (e) {
           const why = describe(e);
@@ -1351,338 +308,29 @@ export class Pkcs11Hsm implements Hsm {
           if (e instanceof TokenKeyError) {
             // The key is not usable there; is the token itself still answering?
             try {
-              this.checkTokenInfo(t);
+              this.failover.checkTokenInfo(t);
             } catch (e2) {
-              this.markDown(t, describe(e2));
+              markDown(t, describe(e2));
             }
           } else {
-            this.markDown(t, why);
+            markDown(t, why);
           }
         }
       }
-      if (this.closed) throw new HsmError('hsmUnavailable', 'the PKCS#11 HSM was closed while signing');
+      if (this.life.closed) throw new HsmError('hsmUnavailable', 'the PKCS#11 HSM was closed while signing');
       throw new HsmError(
         'hsmUnavailable',
         `signing with key "${meta.label}" failed on every PKCS#11 token (${failures?.join('; ') || 'no token configured'})`,
       );
     } finally {
-      this.inflight--;
-      if (this.inflight === 0 && this.idleWaiters.length) for (const w of this.idleWaiters.splice(0)) w();
+      this.life.leave();
     }
   }
 
-  /** One token: a pooled session, and on failure one more try on a brand-new session. */
-  private async signOnToken(t: Token, meta: KeyMeta, input: Buffer): Promise<Buffer> {
-    if (!t.shared.lock.tryRead()) await t.shared.lock.read();
-    try {
-      if (!t.permits.tryAcquire()) await t.permits.acquire();
-      try {
-        let s: Handle;
-        let epoch = t.epoch;
-        try {
-          s = this.takeIdle(t) ?? this.openSession(t);
-        } catch (e) {
-          if (e instanceof HsmError && e.code === 'wrongPin') throw e;
-          s = this.openSession(t);
-        }
-        try {
-          const sig = await this.signInSession(t, s, meta, input);
-          this.putIdle(t, s, epoch);
-          return sig;
-        } catch (e) {
-          // Even "key not found" gets the retry: a lost login hides private keys too.
-          if (e instanceof TokenKeyError) this.putIdle(t, s, epoch);
-          else this.discard(t, s, e);
-          if (this.closed) throw e;
-        }
-        // the retry: a fresh session (logging in again if the login was lost)
-        s = this.openSession(t);
-        epoch = t.epoch;
-        try {
-          const sig = await this.signInSession(t, s, meta, input);
-          this.putIdle(t, s, epoch);
-          return sig;
-        } catch (e) {
-          if (e instanceof TokenKeyError) this.putIdle(t, s, epoch);
-          else this.discard(t, s, e);
-          throw e;
-        }
-      } finally {
-        t.permits.release();
-      }
-    } finally {
-      t.shared.lock.releaseRead();
-    }
-  }
-
-  /**
-   * On a signing thread: C_SignInit and C_Sign there. Otherwise C_SignInit here
-   * and C_Sign on a libuv worker thread (pkcs11js' C_SignAsync).
-   */
-  private signInSession(t: Token, s: Handle, meta: KeyMeta, input: Buffer): Promise<Buffer> {
-    const key = this.keyHandle(t, s, meta);
-    const threads = this.signThreads();
-    if (threads && !threads.broken) return threads.sign(s, key, meta.mechanism.mechanism, input, meta.sigLen);
-    this.p11.C_SignInit(s, meta.mechanism, key);
-    const out = Buffer.allocUnsafe(meta.sigLen);
-    const data = input.length ? input : EMPTY_INPUT;
-    return keepAlive(this.p11.C_SignAsync(s, data, out), data);
-  }
-
-  /** The signing threads, started on first use (a `hsmca hsm list` never needs them). */
-  private signThreads(): SignThreads | undefined {
-    if (this.threads || this.threadsFailed || this.closed) return this.threads;
-    const n = this.opts.signThreads ?? 2;
-    if (n === 0) {
-      this.threadsFailed = true;
-      return undefined;
-    }
-    try {
-      this.threads = new SignThreads(this.mod.path, n);
-    } catch {
-      this.threadsFailed = true; // the libuv path works everywhere
-    }
-    return this.threads;
-  }
-
-  /** The private key handle on token `t`, looked up once and checked to be the cluster's key. */
-  private keyHandle(t: Token, s: Handle, meta: KeyMeta): Handle {
-    const cached = t.keyHandles.get(meta.label);
-    if (cached) return cached;
-    const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
-    let found: Handle | undefined;
-    for (const h of privs) {
-      const id = getAttrs(this.p11, s, h, [pkcs11js.CKA_ID]).get(pkcs11js.CKA_ID) ?? Buffer.alloc(0);
-      if (id.equals(meta.id)) found = h;
-    }
-    if (!found) throw new TokenKeyError(`key "${meta.label}" is not on token "${t.label}"`);
-    const here = this.metaOf(s, found, meta.label);
-    if (!here || !here.publicKey.equals(meta.publicKey)) {
-      throw new TokenKeyError(`key "${meta.label}" on token "${t.label}" is not the same key as on the other tokens`);
-    }
-    t.keyHandles.set(meta.label, found);
-    return found;
-  }
-
-  // -------------------------------------------------------------- key generation and cloning
+  // -------------------------------------------------------------- key generation, cloning, `hsmca hsm list`
 
   async generateKey(label: string, algorithm: KeyAlgorithm): Promise<KeyInfo> {
-    return this.op(() => this.admin.run(() => this.doGenerate(label, algorithm)));
-  }
-
-  private async doGenerate(label: string, algorithm: KeyAlgorithm): Promise<KeyInfo> {
-    this.ensureOpen();
-    if (typeof label !== 'string' || !label || Buffer.byteLength(label) > 128) {
-      throw new HsmError('hsmError', 'a key label must be 1 to 128 bytes');
-    }
-    if (label === CLUSTER_KEK_LABEL) throw new HsmError('keyExists', `"${label}" is reserved for the cluster wrapping key`);
-    if (!isKeyAlgorithm(algorithm)) throw new HsmError('hsmError', `unknown key algorithm ${String(algorithm)}`);
-    const cloning = this.clusterMode && this.tokens.length > 1;
-    // Every token must answer: a CA key that exists on only part of a cluster cannot fail over.
-    const targets = cloning ? this.tokens : [this.tokens.find((t) => t.state === 'up') ?? this.tokens[0]];
-    for (const t of targets) {
-      await this.withSession(t, (s) => {
-        const taken = findObjects(this.p11, s, [{ type: pkcs11js.CKA_LABEL, value: label }]);
-        if (taken.length) throw new HsmError('keyExists', `a key labelled "${label}" already exists on PKCS#11 token "${t.label}"`);
-      }).catch((e) => {
-        if (e instanceof HsmError && e.code === 'keyExists') throw e;
-        throw new HsmError('hsmUnavailable', `cannot generate key "${label}": PKCS#11 token "${t.label}" does not answer (${describe(e)})`);
-      });
-    }
-    if (cloning) await this.ensureClusterKek(this.tokens);
-
-    const [source, ...others] = targets;
-    const info = keyAlgorithmInfo(algorithm);
-    const id = randomBytes(16);
-    const clonable = this.clusterMode;
-    const common = [
-      { type: pkcs11js.CKA_TOKEN, value: true },
-      { type: pkcs11js.CKA_LABEL, value: label },
-      { type: pkcs11js.CKA_ID, value: id },
-    ];
-    const pubT: pkcs11js.Template = [...common, { type: pkcs11js.CKA_PRIVATE, value: false }, { type: pkcs11js.CKA_VERIFY, value: true }];
-    const privT: pkcs11js.Template = [
-      ...common,
-      { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: clonable },
-      { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: clonable },
-      { type: pkcs11js.CKA_SIGN, value: true },
-    ];
-    let mechanism: pkcs11js.Mechanism;
-    if (info.kind === 'ec') {
-      mechanism = { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN };
-      pubT.push({ type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS[info.namedCurve!] });
-      privT.push({ type: pkcs11js.CKA_DERIVE, value: false });
-    } else {
-      mechanism = { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN };
-      pubT.push(
-        { type: pkcs11js.CKA_MODULUS_BITS, value: info.modulusLength! },
-        { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
-        { type: pkcs11js.CKA_ENCRYPT, value: false },
-        { type: pkcs11js.CKA_WRAP, value: false },
-      );
-      privT.push({ type: pkcs11js.CKA_DECRYPT, value: false }, { type: pkcs11js.CKA_UNWRAP, value: false });
-    }
-
-    let meta: KeyMeta;
-    try {
-      meta = await this.withSession(source, async (s) => {
-        const pair = await this.p11.C_GenerateKeyPairAsync(s, mechanism, pubT, privT);
-        try {
-          const parts = readPublic(this.p11, s, pair.publicKey, info.kind === 'ec' ? pkcs11js.CKK_EC : pkcs11js.CKK_RSA, true);
-          if (parts.algorithm !== algorithm || !parts.spki) throw new HsmError('hsmError', `the token generated a different key type for "${label}"`);
-          createPublicKey({ key: parts.spki, format: 'der', type: 'spki' });
-          return keyMeta(label, algorithm, parts.spki, id);
-        } catch (e) {
-          this.destroyQuietly(s, [pair.privateKey, pair.publicKey]);
-          throw e;
-        }
-      });
-    } catch (e) {
-      if (e instanceof HsmError) throw e;
-      throw new HsmError('hsmError', `PKCS#11 token "${source.label}" could not generate key "${label}" (${describe(e)})`);
-    }
-
-    const done: Token[] = [];
-    try {
-      for (const t of others) {
-        await this.cloneKey(source, t, meta);
-        done.push(t);
-      }
-    } catch (e) {
-      // all or nothing: take the key off every token again
-      for (const t of [source, ...done]) await this.destroyKey(t, meta).catch(() => undefined);
-      throw e;
-    }
-    return publicInfo(meta);
-  }
-
-  private destroyQuietly(s: Handle, handles: Handle[]): void {
-    for (const h of handles) {
-      try {
-        this.p11.C_DestroyObject(s, h);
-      } catch {
-        /* best effort */
-      }
-    }
-  }
-
-  private async destroyKey(t: Token, meta: KeyMeta): Promise<void> {
-    await this.withSession(t, (s) => {
-      const objs = findObjects(this.p11, s, [
-        { type: pkcs11js.CKA_LABEL, value: meta.label },
-        { type: pkcs11js.CKA_ID, value: meta.id },
-      ]);
-      this.destroyQuietly(s, objs);
-    });
-    t.keyHandles.delete(meta.label);
-  }
-
-  /**
-   * Copies one key from `src` to `dst`: the private key is wrapped with the
-   * trusted cluster key (CKM_AES_KEY_WRAP_PAD) inside `src` and unwrapped inside
-   * `dst`; the public key object is copied attribute by attribute. The copy is
-   * then test-signed on `dst` and verified against the public key.
-   */
-  private async cloneKey(src: Token, dst: Token, meta: KeyMeta): Promise<'cloned' | 'present'> {
-    const existing = await this.withSession(dst, (s) => {
-      const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
-      if (privs.length === 0) return undefined;
-      const here = this.metaOf(s, privs[0], meta.label);
-      return here && here.id.equals(meta.id) && here.publicKey.equals(meta.publicKey) ? 'same' : 'different';
-    });
-    if (existing === 'same') return 'present';
-    if (existing === 'different') {
-      throw new HsmError('keyExists', `PKCS#11 token "${dst.label}" already holds a different key labelled "${meta.label}"`);
-    }
-
-    const keyType = meta.kind === 'ec' ? pkcs11js.CKK_EC : pkcs11js.CKK_RSA;
-    let blob: Buffer | undefined;
-    let pubTemplate: pkcs11js.Template;
-    try {
-      const wrapped = await this.withSession(src, async (s) => {
-        const kek = this.kekHandle(src, s);
-        const privs = findObjects(this.p11, s, this.privateKeyTemplate(meta.label));
-        const priv = privs.find((h) => (getAttrs(this.p11, s, h, [pkcs11js.CKA_ID]).get(pkcs11js.CKA_ID) ?? Buffer.alloc(0)).equals(meta.id));
-        if (!priv) throw new HsmError('keyNotFound', `key "${meta.label}" is not on PKCS#11 token "${src.label}"`);
-        const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_EXTRACTABLE, pkcs11js.CKA_WRAP_WITH_TRUSTED]);
-        if (!bool(a.get(pkcs11js.CKA_EXTRACTABLE))) {
-          throw new HsmError(
-            'hsmConfig',
-            `key "${meta.label}" on PKCS#11 token "${src.label}" was generated non-extractable (outside cluster mode) and cannot be cloned`,
-          );
-        }
-        const pub = this.findPublic(s, meta.label, meta.id);
-        const pubAttrTypes =
-          meta.kind === 'ec' ? [pkcs11js.CKA_EC_PARAMS, pkcs11js.CKA_EC_POINT] : [pkcs11js.CKA_MODULUS, pkcs11js.CKA_PUBLIC_EXPONENT];
-        const pa = getAttrs(this.p11, s, pub ?? priv, pubAttrTypes);
-        const out = Buffer.alloc(16384);
-        const blob = await keepAlive(this.p11.C_WrapKeyAsync(s, WRAP_MECHANISM, kek, priv, out), out);
-        return { blob, pubAttrs: pubAttrTypes.map((type) => ({ type, value: pa.get(type)! })) };
-      });
-      blob = wrapped.blob;
-      pubTemplate = [
-        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PUBLIC_KEY },
-        { type: pkcs11js.CKA_KEY_TYPE, value: keyType },
-        { type: pkcs11js.CKA_TOKEN, value: true },
-        { type: pkcs11js.CKA_PRIVATE, value: false },
-        { type: pkcs11js.CKA_LABEL, value: meta.label },
-        { type: pkcs11js.CKA_ID, value: meta.id },
-        { type: pkcs11js.CKA_VERIFY, value: true },
-        ...wrapped.pubAttrs,
-      ];
-    } catch (e) {
-      if (e instanceof HsmError) throw e;
-      throw new HsmError('hsmUnavailable', `cannot wrap key "${meta.label}" on PKCS#11 token "${src.label}" for cloning (${describe(e)})`);
-    }
-
-    const privTemplate: pkcs11js.Template = [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: keyType },
-      { type: pkcs11js.CKA_TOKEN, value: true },
-      { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: true },
-      { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
-      { type: pkcs11js.CKA_SIGN, value: true },
-      { type: pkcs11js.CKA_LABEL, value: meta.label },
-      { type: pkcs11js.CKA_ID, value: meta.id },
-      ...(meta.kind === 'ec'
-        ? [{ type: pkcs11js.CKA_DERIVE, value: false }]
-        : [
-            { type: pkcs11js.CKA_DECRYPT, value: false },
-            { type: pkcs11js.CKA_UNWRAP, value: false },
-          ]),
-    ];
-    const theBlob = blob;
-    try {
-      await this.withSession(dst, async (s) => {
-        const kek = this.kekHandle(dst, s);
-        const pub = this.p11.C_CreateObject(s, pubTemplate);
-        let priv: Handle | undefined;
-        try {
-          priv = await keepAlive(this.p11.C_UnwrapKeyAsync(s, WRAP_MECHANISM, kek, theBlob, privTemplate), theBlob);
-          // prove the copy: sign on the target, verify against the cluster's public key
-          const probe = randomBytes(32);
-          const digest = meta.kind === 'ec' ? createHash(meta.hash).update(probe).digest() : probe;
-          this.p11.C_SignInit(s, meta.mechanism, priv);
-          const raw = await keepAlive(this.p11.C_SignAsync(s, digest, Buffer.alloc(meta.sigLen)), digest);
-          const sig = meta.kind === 'ec' ? ecdsaRawToDer(raw) : raw;
-          const ok = createVerify(meta.hash).update(probe).verify(createPublicKey({ key: meta.publicKey, format: 'der', type: 'spki' }), sig);
-          if (!ok) throw new HsmError('hsmError', `the copy of key "${meta.label}" on PKCS#11 token "${dst.label}" does not match its public key`);
-        } catch (e) {
-          this.destroyQuietly(s, priv ? [priv, pub] : [pub]);
-          throw e;
-        }
-      });
-    } catch (e) {
-      if (e instanceof HsmError) throw e;
-      throw new HsmError('hsmUnavailable', `cannot clone key "${meta.label}" to PKCS#11 token "${dst.label}" (${describe(e)})`);
-    } finally {
-      theBlob.fill(0);
-    }
-    return 'cloned';
+    return this.life.op(() => this.admin.run(() => this.ceremony.generateKey(label, algorithm, this.clusterMode)));
   }
 
   /**
@@ -1692,450 +340,22 @@ export class Pkcs11Hsm implements Hsm {
    * to the configured token labels too.
    */
   async addToken(label: string): Promise<void> {
-    return this.op(() => this.admin.run(() => this.doAddToken(label)));
+    return this.life.op(() =>
+      this.admin.run(() =>
+        this.ceremony.addToken(label, (t, isNew) => {
+          if (isNew) this.tokens.push(t);
+          this.clusterMode = true;
+        }),
+      ),
+    );
   }
-
-  private async doAddToken(label: string): Promise<void> {
-    this.ensureOpen();
-    label = typeof label === 'string' ? label.trim() : '';
-    if (!label) throw new HsmError('hsmConfig', 'addToken needs a token label');
-    let target = this.tokens.find((t) => t.label === label);
-    const isNew = !target;
-    if (!target) {
-      const slot = findSlot(this.p11, label);
-      if (this.tokens.some((t) => t.slot.equals(slot))) throw new HsmError('hsmConfig', `token "${label}" is already in use`);
-      target = new Token(label, slot, slotShared(this.mod, slot), this.poolSize);
-      try {
-        this.join(target);
-      } catch (e) {
-        this.dropToken(target);
-        if (e instanceof HsmError) throw e;
-        throw new HsmError('hsmUnavailable', `PKCS#11 token "${label}" cannot be opened (${describe(e)})`);
-      }
-    }
-    const newToken = target;
-    try {
-      const others = this.tokens.filter((t) => t !== newToken);
-      if (others.length === 0) throw new HsmError('hsmConfig', `no other token to copy keys to "${label}" from`);
-      // the source: the first other token that answers
-      let source: Token | undefined;
-      for (const t of others) {
-        try {
-          await this.probe(t);
-          source = t;
-          break;
-        } catch {
-          /* try the next */
-        }
-      }
-      if (!source) throw new HsmError('hsmUnavailable', `no healthy token to copy keys to "${label}" from`);
-      const src = source;
-      const keys = await this.withSession(src, (s) => {
-        const out: KeyMeta[] = [];
-        const unclonable: string[] = [];
-        for (const priv of findObjects(this.p11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
-          const a = getAttrs(this.p11, s, priv, [pkcs11js.CKA_LABEL, pkcs11js.CKA_EXTRACTABLE]);
-          const keyLabel = a.get(pkcs11js.CKA_LABEL)?.toString('utf8') ?? '';
-          if (!keyLabel) continue;
-          const meta = this.metaOf(s, priv, keyLabel);
-          if (!meta) continue;
-          if (!bool(a.get(pkcs11js.CKA_EXTRACTABLE))) unclonable.push(keyLabel);
-          else out.push(meta);
-        }
-        if (unclonable.length) {
-          throw new HsmError(
-            'hsmConfig',
-            `key(s) ${quote(unclonable)} on PKCS#11 token "${src.label}" were generated non-extractable (outside cluster mode) and cannot be cloned to "${label}"`,
-          );
-        }
-        return out;
-      });
-      await this.ensureClusterKek([src, newToken]);
-      for (const meta of keys) await this.cloneKey(src, newToken, meta);
-      if (isNew) this.tokens.push(newToken);
-      this.clusterMode = true;
-      this.markUp(newToken);
-    } catch (e) {
-      if (isNew) this.dropToken(newToken);
-      throw e;
-    }
-  }
-
-  private dropToken(t: Token): void {
-    if (t.loginRef) {
-      t.loginRef = false;
-      t.shared.loginRefs--;
-      logoutLast(this.p11, [...t.open.values()][0], t.shared);
-    }
-    for (const s of [...t.open.values()]) this.closeSession(t, s);
-    t.idle = [];
-  }
-
-  // -------------------------------------------------------------- the cluster wrapping key
-
-  private kekTemplate(id: Buffer): pkcs11js.Template {
-    return [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
-      { type: pkcs11js.CKA_TOKEN, value: true },
-      // the SO can only create public objects; CKA_SENSITIVE keeps its value unreadable
-      { type: pkcs11js.CKA_PRIVATE, value: false },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      // extractable only to enrol another token, and only under a trusted key (which only the SO can make)
-      { type: pkcs11js.CKA_EXTRACTABLE, value: true },
-      { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
-      { type: pkcs11js.CKA_TRUSTED, value: true },
-      { type: pkcs11js.CKA_WRAP, value: true },
-      { type: pkcs11js.CKA_UNWRAP, value: true },
-      { type: pkcs11js.CKA_ENCRYPT, value: false },
-      { type: pkcs11js.CKA_DECRYPT, value: false },
-      { type: pkcs11js.CKA_SIGN, value: false },
-      { type: pkcs11js.CKA_VERIFY, value: false },
-      { type: pkcs11js.CKA_DERIVE, value: false },
-      { type: pkcs11js.CKA_LABEL, value: CLUSTER_KEK_LABEL },
-      { type: pkcs11js.CKA_ID, value: id },
-      // last: SoftHSM2 applies the template in order, and refuses attributes after CKA_MODIFIABLE=false on unwrap
-      { type: pkcs11js.CKA_MODIFIABLE, value: false },
-    ];
-  }
-
-  private readKek(s: Handle): { handle: Handle; id: Buffer; trusted: boolean } | undefined {
-    const found = findObjects(this.p11, s, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_LABEL, value: CLUSTER_KEK_LABEL },
-    ]);
-    if (found.length === 0) return undefined;
-    if (found.length > 1) throw new HsmError('hsmConfig', `more than one "${CLUSTER_KEK_LABEL}" key on a token`);
-    const a = getAttrs(this.p11, s, found[0], [pkcs11js.CKA_ID, pkcs11js.CKA_TRUSTED]);
-    return { handle: found[0], id: a.get(pkcs11js.CKA_ID) ?? Buffer.alloc(0), trusted: bool(a.get(pkcs11js.CKA_TRUSTED)) };
-  }
-
-  private kekHandle(t: Token, s: Handle): Handle {
-    if (t.kek) return t.kek.handle;
-    const k = this.readKek(s);
-    if (!k || !k.trusted) {
-      throw new HsmError(
-        'hsmConfig',
-        `PKCS#11 token "${t.label}" has no trusted cluster wrapping key; open the HSM with the SO PIN (HSMCA_PKCS11_SO_PIN) to set it up`,
-      );
-    }
-    t.kek = { handle: k.handle, id: k.id };
-    return k.handle;
-  }
-
-  /**
-   * Makes sure every token in `tokens` holds the same trusted cluster wrapping
-   * key. A missing one is created (first token) or transported from a token that
-   * has it, under a one-time AES key both tokens derive by ECDH: its plaintext
-   * never leaves a token. Needs the SO PIN, and only then.
-   */
-  private async ensureClusterKek(tokens: Token[]): Promise<void> {
-    const state: { t: Token; kek?: { id: Buffer; trusted: boolean } }[] = [];
-    for (const t of tokens) {
-      const kek = await this.withSession(t, (s) => this.readKek(s)).catch((e) => {
-        if (e instanceof HsmError) throw e;
-        throw new HsmError('hsmUnavailable', `PKCS#11 token "${t.label}" does not answer (${describe(e)})`);
-      });
-      state.push({ t, kek: kek && { id: kek.id, trusted: kek.trusted } });
-    }
-    const ids = new Set(state.filter((x) => x.kek).map((x) => hex(x.kek!.id)));
-    if (ids.size > 1) {
-      throw new HsmError(
-        'hsmConfig',
-        `the PKCS#11 tokens ${quote(state.filter((x) => x.kek).map((x) => x.t.label))} hold different cluster wrapping keys; they are not one cluster`,
-      );
-    }
-    const untrusted = state.filter((x) => x.kek && !x.kek.trusted);
-    if (untrusted.length) {
-      throw new HsmError('hsmConfig', `the cluster wrapping key on ${quote(untrusted.map((x) => x.t.label))} is not marked CKA_TRUSTED`);
-    }
-    const missing = state.filter((x) => !x.kek).map((x) => x.t);
-    if (missing.length === 0) return;
-    if (!this.#soPin) {
-      throw new HsmError(
-        'hsmConfig',
-        `the cluster wrapping key is missing on PKCS#11 token(s) ${quote(missing.map((t) => t.label))}; ` +
-          'the security officer PIN (HSMCA_PKCS11_SO_PIN) is needed once to set it up',
-      );
-    }
-    let source = state.find((x) => x.kek)?.t;
-    if (!source) {
-      source = missing.shift()!;
-      const first = source;
-      await this.withSo([first], (sessions) => {
-        const s = sessions.get(first)!;
-        this.p11.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
-          ...this.kekTemplate(randomBytes(16)),
-          { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-        ]);
-      });
-    }
-    const src = source;
-    for (const dst of missing) {
-      await this.withSo([src, dst], (sessions) => this.transportKek(src, sessions.get(src)!, dst, sessions.get(dst)!));
-    }
-  }
-
-  /** In SO sessions on both tokens: ECDH-agree a trusted transport key, wrap the KEK under it, unwrap it on `dst`. */
-  private transportKek(src: Token, ss: Handle, dst: Token, ds: Handle): void {
-    const kek = this.readKek(ss);
-    if (!kek) throw new HsmError('hsmConfig', `PKCS#11 token "${src.label}" lost its cluster wrapping key`);
-    const ephemeral = (s: Handle) =>
-      this.p11.C_GenerateKeyPair(
-        s,
-        { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
-        [
-          { type: pkcs11js.CKA_TOKEN, value: false },
-          { type: pkcs11js.CKA_PRIVATE, value: false },
-          { type: pkcs11js.CKA_EC_PARAMS, value: EC_PARAMS['P-256'] },
-          { type: pkcs11js.CKA_DERIVE, value: true },
-        ],
-        [
-          { type: pkcs11js.CKA_TOKEN, value: false },
-          { type: pkcs11js.CKA_PRIVATE, value: false },
-          { type: pkcs11js.CKA_SENSITIVE, value: true },
-          { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-          { type: pkcs11js.CKA_DERIVE, value: true },
-        ],
-      );
-    const point = (s: Handle, pub: Handle) =>
-      ecPoint(getAttrs(this.p11, s, pub, [pkcs11js.CKA_EC_POINT]).get(pkcs11js.CKA_EC_POINT)!, 'P-256');
-    const transportTemplate = (use: 'wrap' | 'unwrap'): pkcs11js.Template => [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
-      { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
-      { type: pkcs11js.CKA_TOKEN, value: false },
-      { type: pkcs11js.CKA_PRIVATE, value: false },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-      { type: pkcs11js.CKA_TRUSTED, value: use === 'wrap' },
-      { type: pkcs11js.CKA_WRAP, value: use === 'wrap' },
-      { type: pkcs11js.CKA_UNWRAP, value: use === 'unwrap' },
-      { type: pkcs11js.CKA_ENCRYPT, value: false },
-      { type: pkcs11js.CKA_DECRYPT, value: false },
-    ];
-    const a = ephemeral(ss);
-    const b = ephemeral(ds);
-    const created: [Handle, Handle][] = [
-      [ss, a.privateKey],
-      [ss, a.publicKey],
-      [ds, b.privateKey],
-      [ds, b.publicKey],
-    ];
-    try {
-      const ecdh = (publicData: Buffer): pkcs11js.Mechanism => ({
-        mechanism: pkcs11js.CKM_ECDH1_DERIVE,
-        parameter: { type: pkcs11js.CK_PARAMS_EC_DH, kdf: pkcs11js.CKD_NULL, publicData } as pkcs11js.ECDH1,
-      });
-      const ta = this.p11.C_DeriveKey(ss, ecdh(point(ds, b.publicKey)), a.privateKey, transportTemplate('wrap'));
-      created.push([ss, ta]);
-      const tb = this.p11.C_DeriveKey(ds, ecdh(point(ss, a.publicKey)), b.privateKey, transportTemplate('unwrap'));
-      created.push([ds, tb]);
-      const blob = this.p11.C_WrapKey(ss, WRAP_MECHANISM, ta, kek.handle, Buffer.alloc(1024));
-      try {
-        this.p11.C_UnwrapKey(ds, WRAP_MECHANISM, tb, blob, this.kekTemplate(kek.id));
-      } finally {
-        blob.fill(0);
-      }
-    } finally {
-      for (const [s, h] of created) this.destroyQuietly(s, [h]);
-    }
-    dst.kek = undefined;
-  }
-
-  /**
-   * Runs `fn` with the security officer logged in on each token. The login state
-   * is per application and token, so the user is logged out meanwhile: signing on
-   * these tokens waits (the token lock is held exclusive) and resumes after.
-   */
-  private async withSo(tokens: Token[], fn: (sessions: Map<Token, Handle>) => void | Promise<void>): Promise<void> {
-    const ordered = [...tokens].sort((x, y) => hex(x.slot).localeCompare(hex(y.slot)));
-    const locked: Token[] = [];
-    const sessions = new Map<Token, Handle>();
-    try {
-      for (const t of ordered) {
-        await t.shared.lock.write();
-        locked.push(t);
-      }
-      for (const t of ordered) {
-        const s = this.p11.C_OpenSession(t.slot, RW_SESSION);
-        t.open.set(hex(s), s);
-        sessions.set(t, s);
-        try {
-          this.p11.C_Logout(s);
-        } catch {
-          /* nobody was logged in */
-        }
-        try {
-          this.p11.C_Login(s, pkcs11js.CKU_SO, this.#soPin!);
-        } catch (e) {
-          if (isCkr(e, pkcs11js.CKR_PIN_INCORRECT, pkcs11js.CKR_PIN_INVALID, pkcs11js.CKR_PIN_LEN_RANGE, pkcs11js.CKR_PIN_LOCKED)) {
-            throw new HsmError('wrongPin', `the SO PIN was rejected by PKCS#11 token "${t.label}" (${ckrName(e)})`);
-          }
-          throw new HsmError('hsmUnavailable', `the security officer cannot log in to PKCS#11 token "${t.label}" (${describe(e)})`);
-        }
-      }
-      await fn(sessions);
-    } catch (e) {
-      if (e instanceof HsmError) throw e;
-      throw new HsmError('hsmError', `setting up the cluster wrapping key failed on ${quote(tokens.map((t) => t.label))} (${describe(e)})`);
-    } finally {
-      for (const [t, s] of sessions) {
-        try {
-          this.p11.C_Logout(s);
-        } catch {
-          /* ignore */
-        }
-        // back to the user login for the pool (and for everyone else in the process)
-        try {
-          loginUser(this.p11, s, this.#pin, t.label, t.shared);
-          this.putIdle(t, s);
-        } catch {
-          this.closeSession(t, s);
-        }
-      }
-      for (const t of locked) t.shared.lock.releaseWrite();
-    }
-  }
-
-  // -------------------------------------------------------------- `hsmca hsm list`
 
   /** Tokens, their private keys with the security attributes, the cluster wrapping key, and health. */
   async tokenInfo(): Promise<Pkcs11HsmInfo> {
     const health = await this.health();
-    return this.op(async () => {
-      const tokens: Pkcs11TokenInfo[] = [];
-      for (const th of health.tokens) {
-        const t = this.tokens.find((x) => x.label === th.label);
-        const entry: Pkcs11TokenInfo = { label: th.label, status: th.status, error: th.error, keys: [] };
-        tokens.push(entry);
-        if (!t || th.status !== 'ok') continue;
-        try {
-          const ti = this.checkTokenInfo(t);
-          entry.manufacturer = trimLabel(ti.manufacturerID);
-          entry.model = trimLabel(ti.model);
-          entry.serialNumber = trimLabel(ti.serialNumber);
-          await this.withSession(t, (s) => {
-            const kek = this.readKek(s);
-            entry.clusterKek = kek ? { present: true, id: hex(kek.id), trusted: kek.trusted } : { present: false };
-            for (const priv of findObjects(this.p11, s, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])) {
-              entry.keys.push(this.describeKey(s, priv));
-            }
-          });
-          entry.keys.sort((a, b) => a.label.localeCompare(b.label));
-        } catch (e) {
-          entry.status = 'down';
-          entry.error = describe(e);
-        }
-      }
+    return this.life.op(async () => {
+      const tokens = await describeTokens(this.p11, this.pool, this.failover, this.tokens, health);
       return { module: this.opts.module, cluster: this.clusterMode, health, tokens };
     });
-  }
-
-  private describeKey(s: Handle, priv: Handle): Pkcs11KeyObject {
-    const A = pkcs11js;
-    const a = getAttrs(this.p11, s, priv, [
-      A.CKA_LABEL,
-      A.CKA_ID,
-      A.CKA_KEY_TYPE,
-      A.CKA_TOKEN,
-      A.CKA_PRIVATE,
-      A.CKA_SENSITIVE,
-      A.CKA_ALWAYS_SENSITIVE,
-      A.CKA_EXTRACTABLE,
-      A.CKA_NEVER_EXTRACTABLE,
-      A.CKA_WRAP_WITH_TRUSTED,
-      A.CKA_LOCAL,
-      A.CKA_SIGN,
-    ]);
-    const label = a.get(A.CKA_LABEL)?.toString('utf8') ?? '';
-    const id = a.get(A.CKA_ID) ?? Buffer.alloc(0);
-    const keyType = ulong(a.get(A.CKA_KEY_TYPE)!);
-    let algorithm: KeyAlgorithm | undefined;
-    try {
-      if (keyType === A.CKK_EC || keyType === A.CKK_RSA) algorithm = readPublic(this.p11, s, priv, keyType, false).algorithm;
-    } catch {
-      /* unreadable parameters: shown without an algorithm */
-    }
-    return {
-      label,
-      id: hex(id),
-      algorithm,
-      keyType: keyType === A.CKK_EC ? 'ec' : keyType === A.CKK_RSA ? 'rsa' : 'other',
-      hasPublicKey: !!this.findPublic(s, label, id),
-      attributes: {
-        token: bool(a.get(A.CKA_TOKEN)),
-        private: bool(a.get(A.CKA_PRIVATE)),
-        sensitive: bool(a.get(A.CKA_SENSITIVE)),
-        alwaysSensitive: bool(a.get(A.CKA_ALWAYS_SENSITIVE)),
-        extractable: bool(a.get(A.CKA_EXTRACTABLE)),
-        neverExtractable: bool(a.get(A.CKA_NEVER_EXTRACTABLE)),
-        wrapWithTrusted: bool(a.get(A.CKA_WRAP_WITH_TRUSTED)),
-        local: bool(a.get(A.CKA_LOCAL)),
-        sign: bool(a.get(A.CKA_SIGN)),
-      },
-    };
-  }
-}
-
-// ------------------------------------------------------------------ benchmark baseline
-
-/**
- * The bare baseline for bench/: a plain synchronous C_SignInit/C_Sign loop on
- * one session with a P-256 key (a fixed SHA-256 digest), no pool, no failover.
- * Returns signatures per second.
- */
-export async function bareSignLoop(opts: {
-  module: string;
-  tokenLabel: string;
-  pin: string;
-  keyLabel: string;
-  seconds: number;
-}): Promise<number> {
-  const mod = acquireModule(opts.module);
-  try {
-    const p11 = mod.p11;
-    const slot = findSlot(p11, opts.tokenLabel);
-    const shared = slotShared(mod, slot);
-    const s = p11.C_OpenSession(slot, RW_SESSION);
-    let counted = false;
-    try {
-      loginChecked(p11, s, opts.pin, opts.tokenLabel, shared);
-      shared.loginRefs++;
-      counted = true;
-      const keys = findObjects(p11, s, [
-        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-        { type: pkcs11js.CKA_LABEL, value: opts.keyLabel },
-      ]);
-      if (keys.length !== 1) throw new HsmError('keyNotFound', `no single key labelled "${opts.keyLabel}" on token "${opts.tokenLabel}"`);
-      const digest = createHash('sha256').update('hsmca bare sign loop').digest();
-      const out = Buffer.alloc(132);
-      const mech = { mechanism: pkcs11js.CKM_ECDSA };
-      const start = performance.now();
-      const end = start + opts.seconds * 1000;
-      let n = 0;
-      let now = start;
-      while (now < end) {
-        for (let i = 0; i < 16; i++) {
-          p11.C_SignInit(s, mech, keys[0]);
-          p11.C_Sign(s, digest, out);
-        }
-        n += 16;
-        now = performance.now();
-      }
-      return n / ((now - start) / 1000);
-    } finally {
-      if (counted) {
-        shared.loginRefs--;
-        logoutLast(p11, s, shared);
-      }
-      try {
-        p11.C_CloseSession(s);
-      } catch {
-        /* ignore */
-      }
-    }
-  } finally {
-    releaseModule(mod);
   }
 }
