@@ -24,6 +24,10 @@ export interface Config {
   crlRetentionSeconds: number;
   /** OCSP responses are valid this long (nextUpdate - thisUpdate) */
   ocspValiditySeconds: number;
+  /** OCSP signatures a second that no pre-signed response stands for (unknown serials, nonces, several certificates); 0: no limit */
+  ocspOnDemandSignaturesPerSecond: number;
+  /** open connections a serving process accepts at once (0: no limit) */
+  maxConnections: number;
   /** common name prefix of the CA certificates */
   caName: string;
   /** largest accepted request body */
@@ -141,6 +145,8 @@ export function loadConfig(env: Env = process.env): Config {
     crlValiditySeconds: intSetting(env, 'HSMCA_CRL_VALIDITY_SECONDS', 86400, 60, 30 * 86400),
     crlRetentionSeconds: intSetting(env, 'HSMCA_CRL_RETENTION_SECONDS', 0, 0, 10 * 365 * 86400),
     ocspValiditySeconds: intSetting(env, 'HSMCA_OCSP_VALIDITY_SECONDS', 3600, 60, 7 * 86400),
+    ocspOnDemandSignaturesPerSecond: intSetting(env, 'HSMCA_OCSP_SIGNATURES_PER_SECOND', 200, 0, 1_000_000),
+    maxConnections: intSetting(env, 'HSMCA_MAX_CONNECTIONS', 4096, 0, 1_000_000),
     caName: env.HSMCA_CA_NAME?.trim() || 'hsmca',
     maxBodyBytes: intSetting(env, 'HSMCA_MAX_BODY_BYTES', 128 * 1024, 1024, 16 * 1024 * 1024),
     workers: intSetting(env, 'HSMCA_WORKERS', 1, 1, 64),

@@ -176,7 +176,7 @@ async function openServices(
     certificates,
     clock,
     log,
-    settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000 },
+    settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000, onDemandSignaturesPerSecond: config.ocspOnDemandSignaturesPerSecond },
   });
   const crls = new CrlService({
     issuer: hierarchy.issuing,

@@ -1,6 +1,7 @@
 import { CaError } from '../errors';
 import { ipToBytes, validDnsName } from '../ca/csr';
 import { IssuanceIntent, IssuancePolicy } from '../ca/issuance';
+import { SubjectAttributeScope, parseSubjectAttributeScope, scopedSubject } from '../ca/subject';
 
 /**
  * What a requester token may do, beyond its role. Absent fields do not limit.
@@ -10,13 +11,30 @@ import { IssuanceIntent, IssuancePolicy } from '../ca/issuance';
  * - profiles: profile names it may use
  * - maxValidityDays: the longest validity it may ask for
  * - canRevoke: it may revoke the certificates it was issued
+ * - subjectAttributes: for a token limited to names, the subject attributes
+ *   besides CN and emailAddress it may put in a subject, with their values
+ *   ({"O": ["Example Corp"], "OU": ["*"]}); none by default
  */
 export interface TokenScope {
   names?: string[];
   profiles?: string[];
   maxValidityDays?: number;
   canRevoke?: boolean;
+  subjectAttributes?: SubjectAttributeScope;
 }
+
+const SCOPE_FIELDS = ['names', 'profiles', 'maxValidityDays', 'canRevoke', 'subjectAttributes'];
+
+/**
+ * URIs compare as RFC 3986 6.2.2.1 says: the scheme and the host without
+ * regard to case, the rest exactly (a SPIFFE ID's path is case-sensitive).
+ */
+export function normalizeUri(u: string): string {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)(.*)$/s.exec(u);
+  return m ? `${m[1].toLowerCase()}://${m[2].toLowerCase()}${m[3]}` : u;
+}
+
+const isUriPattern = (p: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(p);
 
 const MAX_PATTERNS = 100;
 
@@ -27,14 +45,14 @@ export function parseScope(input: unknown): TokenScope | null {
   const s = input as Record<string, unknown>;
   const out: TokenScope = {};
   for (const k of Object.keys(s)) {
-    if (!['names', 'profiles', 'maxValidityDays', 'canRevoke'].includes(k)) throw new CaError('badRequest', 'invalidScope', `unknown scope field "${k.slice(0, 40)}"`);
+    if (!SCOPE_FIELDS.includes(k)) throw new CaError('badRequest', 'invalidScope', `unknown scope field "${k.slice(0, 40)}"`);
   }
   if (s.names !== undefined) {
     if (!Array.isArray(s.names) || s.names.length === 0 || s.names.length > MAX_PATTERNS || !s.names.every((n) => typeof n === 'string')) {
       throw new CaError('badRequest', 'invalidScope', `scope.names must be a list of 1 to ${MAX_PATTERNS} patterns`);
     }
     for (const n of s.names as string[]) if (!validPattern(n)) throw new CaError('badRequest', 'invalidScope', `"${n.slice(0, 80)}" is not a name pattern`);
-    out.names = (s.names as string[]).map((n) => n.toLowerCase());
+    out.names = (s.names as string[]).map((n) => (isUriPattern(n) ? normalizeUri(n) : n.toLowerCase()));
   }
   if (s.profiles !== undefined) {
     if (!Array.isArray(s.profiles) || !s.profiles.every((p) => typeof p === 'string' && /^[a-z0-9-]{1,64}$/.test(p))) {
@@ -48,6 +66,7 @@ export function parseScope(input: unknown): TokenScope | null {
     }
     out.maxValidityDays = s.maxValidityDays;
   }
+  if (s.subjectAttributes !== undefined) out.subjectAttributes = parseSubjectAttributeScope(s.subjectAttributes);
   if (s.canRevoke !== undefined) {
     if (typeof s.canRevoke !== 'boolean') throw new CaError('badRequest', 'invalidScope', 'scope.canRevoke must be true or false');
     out.canRevoke = s.canRevoke;
@@ -119,16 +138,37 @@ export const scopePolicy: IssuancePolicy = {
       const domain = m.slice(m.lastIndexOf('@') + 1).toLowerCase();
       if (!patterns.includes(`*@${domain}`)) throw refuse(m);
     }
-    for (const u of intent.sans.uri) {
-      if (!patterns.some((p) => p.includes('://') && (p.endsWith('*') ? u.toLowerCase().startsWith(p.slice(0, -1)) : u.toLowerCase() === p))) throw refuse(u);
-    }
-    for (const cn of intent.commonNames) {
-      const c = cn.toLowerCase();
-      if (validDnsName(c) && !dnsAllowed(c, patterns)) throw refuse(cn);
-      if (ipToBytes(c) && !ipAllowed(c, patterns)) throw refuse(cn);
-    }
+    for (const u of intent.sans.uri) if (!uriAllowed(u, patterns)) throw refuse(u);
+  },
+
+  /** A token limited to names gets a subject built from what its scope allows (ca/subject.ts); others get the CSR's. */
+  subjectFor(intent: IssuanceIntent, csrSubject: Buffer): Buffer {
+    const scope = (intent.principal.role === 'admin' ? null : intent.principal.scope) as TokenScope | null;
+    const patterns = scope?.names;
+    if (!patterns) return csrSubject;
+    return scopedSubject(csrSubject, (kind, value) => (kind === 'email' ? emailAllowed(value, patterns) : nameInScope(value, patterns)), scope.subjectAttributes);
   },
 };
+
+function uriAllowed(u: string, patterns: string[]): boolean {
+  const n = normalizeUri(u);
+  return patterns.some((p) => isUriPattern(p) && (p.endsWith('*') ? n.startsWith(p.slice(0, -1)) : n === p));
+}
+
+function emailAllowed(m: string, patterns: string[]): boolean {
+  const at = m.lastIndexOf('@');
+  return at > 0 && patterns.includes(`*@${m.slice(at + 1).toLowerCase()}`);
+}
+
+/** A common name is in scope only as a name the scope grants: a DNS name, an address, an email address or a URI. */
+function nameInScope(cn: string, patterns: string[]): boolean {
+  const c = cn.toLowerCase();
+  if (ipToBytes(c)) return ipAllowed(c, patterns);
+  if (validDnsName(c)) return dnsAllowed(c, patterns);
+  if (c.includes('@')) return emailAllowed(cn, patterns);
+  if (isUriPattern(cn)) return uriAllowed(cn, patterns);
+  return false;
+}
 
 export function scopeAllowsRevoke(scope: unknown): boolean {
   return !!(scope && typeof scope === 'object' && (scope as TokenScope).canRevoke === true);

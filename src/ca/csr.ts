@@ -241,6 +241,11 @@ function parseStructure(csr: Buffer) {
   };
 }
 
+/** A DER Name as the API shows subjects (RFC 4514 order, most significant last). */
+export function nameText(name: Buffer): string {
+  return readName(der.readTop(name)).text;
+}
+
 function readName(name: der.Element): { text: string; commonNames: string[] } {
   const parts: string[] = [];
   const commonNames: string[] = [];

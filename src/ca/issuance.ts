@@ -7,7 +7,8 @@ import { keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { Logger } from '../log';
 import { CertificateStore, SerialCollision } from '../storage/certificate-store';
 import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertificate } from './certificate';
-import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsrSync, validDnsName } from './csr';
+import { ParsedCsr, Sans, csrFromPem, ipToBytes, nameText, parseCsrSync, validDnsName } from './csr';
+import { caSubjectGuard } from './subject';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
@@ -47,6 +48,8 @@ export interface IssuanceIntent {
 export interface IssuancePolicy {
   /** throws CaError('forbidden', ...) naming the rule that refuses the intent */
   check(intent: IssuanceIntent): void | Promise<void>;
+  /** the subject Name (DER) the certificate gets, from the CSR's; throws CaError to refuse */
+  subjectFor?(intent: IssuanceIntent, csrSubject: Buffer): Buffer;
 }
 
 export interface Issued {
@@ -78,6 +81,7 @@ export class IssuanceService {
   private readonly chain: string[];
   private readonly fixedExtensions: Buffer[];
   private readonly sigAlg: Buffer;
+  private readonly refuseCaSubject: (subject: Buffer) => void;
 
   constructor(
     private readonly deps: {
@@ -101,6 +105,7 @@ export class IssuanceService {
       ext.crlDistributionPoints(deps.links.crlUrl),
     ];
     this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
+    this.refuseCaSubject = caSubjectGuard([root.name, issuing.name]);
   }
 
   /** `body` is the parsed request body; anything but a JSON object is refused before it is looked at. */
@@ -114,8 +119,10 @@ export class IssuanceService {
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);
-      await this.deps.policy?.check({ principal, profile, sans, commonNames: csr.commonNames, validityDays });
-      return await this.signAndStore(csr, profile, sans, validityDays, principal);
+      const intent: IssuanceIntent = { principal, profile, sans, commonNames: csr.commonNames, validityDays };
+      await this.deps.policy?.check(intent);
+      const subject = this.subjectOf(intent, csr);
+      return await this.signAndStore(csr, subject, profile, sans, validityDays, principal);
     } catch (e) {
       if (e instanceof CaError && e.kind !== 'unavailable' && e.kind !== 'internal') await this.deps.hooks?.refused?.({ principal, error: e });
       throw e;
@@ -130,7 +137,15 @@ export class IssuanceService {
     return p;
   }
 
-  private async signAndStore(csr: ParsedCsr, profile: Profile, sans: Sans, validityDays: number, principal: Principal): Promise<IssueResponse> {
+  /** The subject the policy builds from the CSR's (the CSR's own when no policy says otherwise); never one of the CA's names. */
+  private subjectOf(intent: IssuanceIntent, csr: ParsedCsr): { der: Buffer; text: string } {
+    const built = this.deps.policy?.subjectFor?.(intent, csr.subject);
+    const subject = built && !built.equals(csr.subject) ? { der: built, text: nameText(built) } : { der: csr.subject, text: csr.subjectText };
+    this.refuseCaSubject(subject.der);
+    return subject;
+  }
+
+  private async signAndStore(csr: ParsedCsr, subject: { der: Buffer; text: string }, profile: Profile, sans: Sans, validityDays: number, principal: Principal): Promise<IssueResponse> {
     const { issuing } = this.deps.hierarchy;
     const now = this.deps.clock.now();
     const notBefore = new Date(Math.floor((now.getTime() - SKEW_MS) / 1000) * 1000);
@@ -143,7 +158,7 @@ export class IssuanceService {
       profile.extKeyUsageExtension,
       ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)),
     ];
-    const sanExt = subjectAltName(sans, csr.subject);
+    const sanExt = subjectAltName(sans, subject.der);
     if (sanExt) extensions.push(sanExt);
 
     for (let attempt = 1; ; attempt++) {
@@ -153,7 +168,7 @@ export class IssuanceService {
         await this.deps.store.reserve({
           serial: serialNumber,
           profile: profile.name,
-          subject: csr.subjectText,
+          subject: subject.text,
           sans,
           notBefore,
           notAfter,
@@ -171,7 +186,7 @@ export class IssuanceService {
         issuer: issuing.name,
         notBefore,
         notAfter,
-        subject: csr.subject,
+        subject: subject.der,
         spki: csr.spki,
         extensions,
       });
@@ -183,7 +198,7 @@ export class IssuanceService {
         this.deps.log.error('the HSM failed to sign a certificate', { serial: serialNumber, error: (e as Error).message });
         throw hsmFailure(e);
       }
-      const issued: Issued = { principal, serial: serialNumber, profile: profile.name, sans, subject: csr.subjectText };
+      const issued: Issued = { principal, serial: serialNumber, profile: profile.name, sans, subject: subject.text };
       await this.deps.store.complete(serialNumber, certificate, this.deps.hooks?.auditEvent?.(issued));
       await this.deps.hooks?.issued?.(issued);
       return {

@@ -14,7 +14,7 @@ const USAGE = `usage: hsmca <command>
   serve                                  initialise on first start, then serve the CA
   init                                   initialise the data folder, database, HSM keys and CA certificates
   token create --role ROLE --name NAME [--expires-days N] [--names P,P] [--profiles P,P]
-               [--max-validity-days N] [--can-revoke]
+               [--max-validity-days N] [--can-revoke] [--subject-attributes 'O=Example Corp;OU=*']
                                          create a bearer token (admin or requester), printed once;
                                          a requester token can be limited to name patterns
                                          (*.svc.internal, 10.0.0.0/8), profiles and a validity
@@ -70,6 +70,17 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     return fail(e);
   }
+}
+
+/** --subject-attributes 'O=Example Corp;OU=*': attribute=value pairs separated by ';' (one attribute may repeat). */
+function subjectAttributesArg(text: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const pair of text.split(';').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new CaError('badRequest', 'invalidScope', `--subject-attributes: "${pair.slice(0, 40)}" is not ATTRIBUTE=value`);
+    (out[pair.slice(0, eq).trim()] ??= []).push(pair.slice(eq + 1).trim());
+  }
+  return out;
 }
 
 async function serve(): Promise<number> {
@@ -145,7 +156,7 @@ async function serveCluster(config: Config): Promise<number> {
 
 async function token(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days', 'names', 'profiles', 'max-validity-days'], ['can-revoke']);
+  const { options: args, positional } = parseArgs(rest, ['role', 'name', 'expires-days', 'names', 'profiles', 'max-validity-days', 'subject-attributes'], ['can-revoke']);
   const config = loadConfig();
   const core = await openTokenAdmin(config);
   try {
@@ -164,6 +175,7 @@ async function token(argv: string[]): Promise<number> {
         if (args.profiles) scope.profiles = list(args.profiles);
         if (args['max-validity-days']) scope.maxValidityDays = Number(args['max-validity-days']);
         if (args['can-revoke']) scope.canRevoke = true;
+        if (args['subject-attributes']) scope.subjectAttributes = subjectAttributesArg(args['subject-attributes']);
         const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined });
         process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
         process.stdout.write(token + '\n');

@@ -81,6 +81,9 @@ export async function listenHttp(core: Core): Promise<HttpListener> {
   const { config } = core;
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, createRequestListener(core));
   server.keepAliveTimeout = 5_000;
+  // Past this many open connections node closes new ones at once, before any byte is read:
+  // a flood of idle connections cannot take every file descriptor of the process.
+  if (config.maxConnections > 0) server.maxConnections = config.maxConnections;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -7,6 +7,7 @@ import { Logger } from '../log';
 import { CertIdRequest, OcspMalformedError, OcspRequestInfo, parseOcspRequest } from './request';
 import { CertStatus, IssuerHashes, buildOcspResponse, certIdMatchesIssuer, encodeSingleResponse, issuerHashes, ocspErrorResponse, OcspErrorStatus } from './response';
 import { ResponderCertificateManager } from './responder-certificate';
+import { SignatureBudget } from './signature-budget';
 
 export type OcspOutcome = 'successful' | OcspErrorStatus;
 
@@ -40,9 +41,18 @@ export interface OcspResponderSettings {
   validitySeconds: number;
   /** a pre-signed response is reused until this fraction of its validity has passed */
   refreshAtFraction: number;
-  /** pre-signed responses kept in memory */
+  /** pre-signed responses kept in memory, for certificates this CA issued */
   cacheSize: number;
+  /**
+   * Signatures a second (with a second's burst) for what cannot come from the
+   * pre-signed cache: a serial this CA never issued, a nonce, several
+   * certificates in one request. 0: no limit.
+   */
+  onDemandSignaturesPerSecond: number;
 }
+
+/** Responses for serials this CA never issued, kept apart so that they never push out a real certificate's. */
+const UNKNOWN_CACHE_SIZE = 1024;
 
 const ERROR_ANSWERS = new Map<OcspErrorStatus, OcspAnswer>();
 function errorAnswer(status: OcspErrorStatus): OcspAnswer {
@@ -69,7 +79,9 @@ function certStatusOf(s: SerialStatus | undefined): CertStatus {
 export class OcspResponder implements OcspSource {
   private readonly hashes: IssuerHashes;
   private readonly cache = new Map<string, CachedResponse>();
+  private readonly unknownCache = new Map<string, CachedResponse>();
   private readonly signing = new Map<string, Promise<CachedResponse>>();
+  private readonly onDemand?: SignatureBudget;
 
   constructor(
     private readonly deps: {
@@ -82,7 +94,17 @@ export class OcspResponder implements OcspSource {
     },
   ) {
     this.hashes = issuerHashes(deps.issuer.name, deps.issuer.spki);
-    deps.responders.onRenewed(() => this.cache.clear());
+    const rate = deps.settings.onDemandSignaturesPerSecond;
+    if (rate > 0) this.onDemand = new SignatureBudget(rate, () => deps.clock.now().getTime());
+    deps.responders.onRenewed(() => {
+      this.cache.clear();
+      this.unknownCache.clear();
+    });
+  }
+
+  /** Whether a signature that no cache can stand for may be made now (see onDemandSignaturesPerSecond). */
+  private mayGoOnDemand(): boolean {
+    return !this.onDemand || this.onDemand.take();
   }
 
   async respond(request: Buffer): Promise<OcspAnswer> {
@@ -97,6 +119,10 @@ export class OcspResponder implements OcspSource {
     if (info.certIds.some((c) => c.hash !== undefined && !certIdMatchesIssuer(c, this.hashes))) return errorAnswer('unauthorized');
     try {
       if (info.certIds.length === 1 && info.nonce === undefined) return await this.cached(info.certIds[0]);
+      // A nonce or several certificates need a signature of their own, within the budget. Past it,
+      // one certificate with a nonce gets the pre-signed answer without the nonce (RFC 8954 section 2.1
+      // lets a responder leave the nonce out); anything else is asked to try later.
+      if (!this.mayGoOnDemand()) return info.certIds.length === 1 ? await this.cached(info.certIds[0]) : errorAnswer('tryLater');
       return await this.fresh(info);
     } catch (e) {
       this.deps.log.error('OCSP response failed', { error: (e as Error).message });
@@ -115,17 +141,27 @@ export class OcspResponder implements OcspSource {
     return { thisUpdate, nextUpdate: new Date(thisUpdate.getTime() + this.deps.settings.validitySeconds * 1000) };
   }
 
+  /**
+   * One certificate, no nonce: the pre-signed response while it is fresh and
+   * its status unchanged. A serial this CA never issued is answered
+   * `unknown` from a small cache of its own, and signing one is on demand
+   * (within the budget, `tryLater` past it): random serials can neither
+   * make the HSM sign without limit nor push real certificates' responses
+   * out of the cache.
+   */
   private async cached(c: CertIdRequest): Promise<OcspAnswer> {
     const status = await this.lookup(c);
     const statusKey = statusKeyOf(status);
+    const cache = status === undefined ? this.unknownCache : this.cache;
     const key = c.raw.toString('latin1');
     const responder = this.deps.responders.current().label;
     const now = this.deps.clock.now().getTime();
-    const hit = this.cache.get(key);
+    const hit = cache.get(key);
     const { validitySeconds, refreshAtFraction } = this.deps.settings;
     if (hit && hit.statusKey === statusKey && hit.responder === responder && now < hit.thisUpdate.getTime() + validitySeconds * 1000 * refreshAtFraction) {
       return { outcome: 'successful', body: hit.body, cache: hit, statuses: [certStatusOf(status).kind] };
     }
+    if (status === undefined && !this.signing.has(`${key}|${statusKey}`) && !this.mayGoOnDemand()) return errorAnswer('tryLater');
     const signKey = `${key}|${statusKey}`;
     let pending = this.signing.get(signKey);
     if (!pending) {
@@ -133,9 +169,9 @@ export class OcspResponder implements OcspSource {
       this.signing.set(signKey, pending);
     }
     const entry = await pending;
-    this.cache.delete(key);
-    this.cache.set(key, entry);
-    if (this.cache.size > this.deps.settings.cacheSize) this.cache.delete(this.cache.keys().next().value!);
+    cache.delete(key);
+    cache.set(key, entry);
+    if (cache.size > (status === undefined ? UNKNOWN_CACHE_SIZE : this.deps.settings.cacheSize)) cache.delete(cache.keys().next().value!);
     return { outcome: 'successful', body: entry.body, cache: entry, statuses: [certStatusOf(status).kind] };
   }
 
