@@ -15,7 +15,7 @@ import { Token, enumerateTokens, trimLabel } from './token';
  * re-probed in the background at most every REPROBE_MS).
  */
 
-/** seconds a token marked down is left alone before signing traffic re-probes it */
+/** milliseconds a token marked down is left alone before signing traffic re-probes it */
 const REPROBE_MS = 5000;
 
 export function markDown(t: Token, error: string): void {
