@@ -19,7 +19,7 @@ import { Logger, createLogger } from './log';
 import { Metrics } from './metrics';
 import { OcspResponder } from './ocsp/responder';
 import { ResponderCertificateManager } from './ocsp/responder-certificate';
-import { auditTokens, crlGenerated, issuanceHooks, recordCaInitialised, recordRevocations } from './service-events';
+import { auditTokens, crlGenerated, issuanceHooks, lintGate, recordCaInitialised, recordRevocations } from './service-events';
 import { CaStore } from './storage/ca-store';
 import { CertificateStore } from './storage/certificate-store';
 import { CrlStore } from './storage/crl-store';
@@ -114,6 +114,7 @@ async function openHierarchy(config: Config, d: { hsm: Hsm; caStore: CaStore; cl
     keyAlgorithm: config.keyAlgorithm,
     caName: config.caName,
     publicUrl: config.publicUrl,
+    lint: lintGate(d.audit, d.log),
   });
   if (created) await recordCaInitialised(d.audit, config, d.hsm, hierarchy);
   return hierarchy;
@@ -141,6 +142,7 @@ async function openServices(
 ): Promise<Services> {
   const { clock, log, metrics, audit, hierarchy } = d;
   const links = caLinks(config.publicUrl);
+  const lint = lintGate(audit, log);
   const certificates = new CertificateStore(d.db);
   const tokenStore = new TokenStore(d.db);
   const tokens = new TokenService({ store: tokenStore, clock });
@@ -155,6 +157,7 @@ async function openServices(
     log,
     policy: scopePolicy,
     hooks: issuanceHooks(audit, metrics),
+    lint,
   });
   const revocation = new RevocationService({ store: certificates, clock });
   recordRevocations(revocation, audit, metrics, log);
@@ -168,6 +171,7 @@ async function openServices(
     caName: config.caName,
     settings: { validityDays: 30, renewAtFraction: 1 / 3 },
     canIssue: opts.role !== 'follower',
+    lint,
   });
   await responders.ensureFresh();
   const ocsp = new OcspResponder({
@@ -191,6 +195,7 @@ async function openServices(
       deltaCrlUrl: `${links.crlUrl}/delta`,
     },
     onGenerated: crlGenerated(audit, metrics),
+    lint,
   });
   await crls.init();
   return { links, certificates, tokens, tokenStore, issuance, revocation, crls, responders, ocsp };

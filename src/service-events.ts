@@ -3,6 +3,7 @@ import { AuditLog } from './audit/audit-log';
 import { TokenService } from './auth/tokens';
 import { CaHierarchy } from './ca/hierarchy';
 import { IssuanceHooks } from './ca/issuance';
+import { PreIssuanceLint } from './ca/lint/pre-issuance-lint';
 import { REASON_NAMES, RevocationService } from './ca/revocation';
 import { Config } from './config';
 import { Hsm } from './hsm/hsm';
@@ -71,6 +72,21 @@ export function issuanceHooks(audit: AuditLog, metrics: Metrics): IssuanceHooks 
       });
     },
   };
+}
+
+/** A signature refused by the pre-issuance lint is audited (lintFailed) with the lints, the profile and the serial or CRL number. */
+export function lintGate(audit: AuditLog, log: Logger): PreIssuanceLint {
+  return new PreIssuanceLint({
+    log,
+    onRefused: async (r) => {
+      await audit.tryRecord({
+        type: 'lintFailed',
+        actor: 'system',
+        subject: r.serial ?? (r.crlNumber ? `crl:${r.crlNumber}` : undefined),
+        details: { target: r.target, kind: r.kind ?? null, profile: r.profile ?? null, lints: r.lints, findings: r.findings.map((f) => `${f.lint}: ${f.detail}`) },
+      });
+    },
+  });
 }
 
 /** Each revocation is counted by reason, logged and audited. */

@@ -10,6 +10,7 @@ export const AUDIT_EVENT_TYPES = [
   'crlGenerated',
   'authenticationFailed',
   'issuanceRefused',
+  'lintFailed',
   'auditCheckpoint',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

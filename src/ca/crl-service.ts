@@ -7,6 +7,7 @@ import { CrlNumberTaken, CrlRecord, CrlStore } from '../storage/crl-store';
 import { buildCrl, RevokedEntry } from './crl-encoder';
 import { CaIdentity } from './hierarchy';
 import { hsmFailure } from './issuance';
+import { PreIssuanceLint } from './lint/pre-issuance-lint';
 
 export interface CrlSettings {
   /** nextUpdate = thisUpdate + this */
@@ -49,6 +50,8 @@ export class CrlService {
       log: Logger;
       settings: CrlSettings;
       onGenerated?: (kind: 'full' | 'delta', r: CrlRecord) => void;
+      /** the pre-issuance lint gate (strict, log only, when absent) */
+      lint?: PreIssuanceLint;
     },
   ) {}
 
@@ -122,6 +125,8 @@ export class CrlService {
       const nextUpdate = new Date(thisUpdate.getTime() + settings.validitySeconds * 1000);
       const expiredAfter = thisUpdate.getTime() - settings.retentionSeconds * 1000;
       const fullNumber = await crls.nextNumber();
+      const lint = this.deps.lint ?? new PreIssuanceLint({ log });
+      const published = [this.full?.record.crlNumber, this.delta?.record.crlNumber].reduce<bigint | undefined>((m, n) => (n !== undefined && (m === undefined || n > m) ? n : m), undefined);
       const common = {
         issuerName: issuer.name,
         authorityKeyId: issuer.keyId,
@@ -134,7 +139,7 @@ export class CrlService {
         const t0 = Date.now();
         const fullCount = await certificates.countRevoked({ expiredAfter });
         const fullDer = await this.sign(() =>
-          buildCrl({ ...common, crlNumber: fullNumber, freshestCrl: settings.deltaCrlUrl }, entries(certificates.revokedPages({ expiredAfter })), fullCount),
+          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: published, crlNumber: fullNumber }), crlNumber: fullNumber, freshestCrl: settings.deltaCrlUrl }, entries(certificates.revokedPages({ expiredAfter })), fullCount),
         );
         const full: CrlRecord = { kind: 'full', crlNumber: fullNumber, baseNumber: null, thisUpdate, nextUpdate, entries: fullCount, der: fullDer };
         await crls.add(full);
@@ -142,7 +147,7 @@ export class CrlService {
         const revokedSince = thisUpdate.getTime() - DELTA_MARGIN_MS;
         const deltaCount = await certificates.countRevoked({ expiredAfter, revokedSince });
         const deltaDer = await this.sign(() =>
-          buildCrl({ ...common, crlNumber: fullNumber + 1n, deltaBaseCrlNumber: fullNumber }, entries(certificates.revokedPages({ expiredAfter, revokedSince })), deltaCount),
+          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: fullNumber, crlNumber: fullNumber + 1n }), crlNumber: fullNumber + 1n, deltaBaseCrlNumber: fullNumber }, entries(certificates.revokedPages({ expiredAfter, revokedSince })), deltaCount),
         );
         const delta: CrlRecord = { kind: 'delta', crlNumber: fullNumber + 1n, baseNumber: fullNumber, thisUpdate, nextUpdate, entries: deltaCount, der: deltaDer };
         await crls.add(delta);

@@ -4,6 +4,7 @@ import { Hsm, HsmError, KeyInfo, Signer } from '../hsm/hsm';
 import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { CaStore, CaRole } from '../storage/ca-store';
 import { Logger } from '../log';
+import { PreIssuanceLint } from './lint/pre-issuance-lint';
 import {
   caName,
   ext,
@@ -51,6 +52,8 @@ export interface HierarchyOptions {
   keyAlgorithm: KeyAlgorithm;
   caName: string;
   publicUrl: string;
+  /** the pre-issuance lint gate (strict, log only, when absent) */
+  lint?: PreIssuanceLint;
 }
 
 /**
@@ -81,6 +84,7 @@ export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHier
       spki: key.publicKey,
       extensions: [ext.basicConstraintsCa(), ext.caKeyUsage, ext.subjectKeyIdentifier(keyId)],
     });
+    await lintOf(o).certificate(tbs, { kind: 'ca' });
     await saveCa(o, 'root', key.label, await signCertificate(tbs, signer));
     o.log.info('created the root CA certificate', { keyLabel: key.label, algorithm: key.algorithm });
     rootRec = await o.store.current('root');
@@ -108,6 +112,7 @@ export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHier
         ext.authorityInfoAccess(undefined, `${o.publicUrl}/ca/root.crt`),
       ],
     });
+    await lintOf(o).certificate(tbs, { kind: 'ca', issuerKeyId: root.keyId });
     await saveCa(o, 'issuing', key.label, await signCertificate(tbs, root.signer));
     o.log.info('created the issuing CA certificate', { keyLabel: key.label, algorithm: key.algorithm });
     issuingRec = await o.store.current('issuing');
@@ -115,6 +120,8 @@ export async function loadOrCreateHierarchy(o: HierarchyOptions): Promise<CaHier
   const issuing = await identity(o, 'issuing', issuingRec!.der, issuingRec!.keyLabel);
   return { root, issuing, created };
 }
+
+const lintOf = (o: HierarchyOptions) => o.lint ?? new PreIssuanceLint({ log: o.log });
 
 /** The key under `label`, generated in the HSM when absent (an interrupted first start reuses it). */
 async function keyFor(o: HierarchyOptions, label: string): Promise<KeyInfo> {

@@ -12,6 +12,7 @@ import { caSubjectGuard } from './subject';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
+import { PreIssuanceLint } from './lint/pre-issuance-lint';
 
 export interface IssueRequest {
   csr?: unknown;
@@ -82,6 +83,7 @@ export class IssuanceService {
   private readonly fixedExtensions: Buffer[];
   private readonly sigAlg: Buffer;
   private readonly refuseCaSubject: (subject: Buffer) => void;
+  private readonly lint: PreIssuanceLint;
 
   constructor(
     private readonly deps: {
@@ -93,8 +95,11 @@ export class IssuanceService {
       log: Logger;
       policy?: IssuancePolicy;
       hooks?: IssuanceHooks;
+      /** the pre-issuance lint gate; a strict one that only logs when absent */
+      lint?: PreIssuanceLint;
     },
   ) {
+    this.lint = deps.lint ?? new PreIssuanceLint({ log: deps.log });
     const { issuing, root } = deps.hierarchy;
     this.chain = [der.pemEncode('CERTIFICATE', issuing.certificate), der.pemEncode('CERTIFICATE', root.certificate)];
     // The same for every certificate this issuer signs: encoded once.
@@ -191,6 +196,12 @@ export class IssuanceService {
         extensions,
       });
       let certificate: Buffer;
+      try {
+        await this.lint.certificate(tbs, { kind: 'subscriber', profile: profile.name, maxValidityDays: profile.maxValidityDays, issuerKeyId: issuing.keyId, warnings: profile.lintWarnings });
+      } catch (e) {
+        await this.deps.store.abandon(serialNumber); // the reserved row is marked failed, as after an HSM failure
+        throw e;
+      }
       try {
         certificate = await signCertificate(tbs, issuing.signer);
       } catch (e) {

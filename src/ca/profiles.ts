@@ -1,6 +1,7 @@
 import * as der from '../asn1/der';
 import { OID } from '../asn1/oids';
 import { ConfigError } from '../errors';
+import { LINT_NAMES } from './lint/index';
 
 /**
  * Profiles are data (STYLE.md practice 6): a spec from code or the config file
@@ -24,6 +25,8 @@ export interface ProfileSpec {
   commonNameMustBeSan?: boolean;
   maxValidityDays: number;
   defaultValidityDays: number;
+  /** pre-issuance lints lowered to warnings for this profile (a private CA's own policy); default none: strict */
+  lintWarnings?: string[];
 }
 
 export interface Profile {
@@ -37,6 +40,8 @@ export interface Profile {
   readonly keyUsageExtension: { ec: Buffer; rsa: Buffer };
   /** DER extendedKeyUsage extension */
   readonly extKeyUsageExtension: Buffer;
+  /** lints that only warn for this profile */
+  readonly lintWarnings: ReadonlySet<string>;
 }
 
 export const BUILTIN_PROFILES: Record<string, ProfileSpec> = {
@@ -100,6 +105,9 @@ export function compileProfile(name: string, spec: ProfileSpec): Profile {
   const defV = spec.defaultValidityDays;
   if (!Number.isInteger(maxV) || maxV < 1 || maxV > 3650) throw new ConfigError(where, 'maxValidityDays must be 1 to 3650');
   if (!Number.isInteger(defV) || defV < 1 || defV > maxV) throw new ConfigError(where, 'defaultValidityDays must be 1 to maxValidityDays');
+  const lintWarnings = spec.lintWarnings ?? [];
+  if (!Array.isArray(lintWarnings)) throw new ConfigError(where, 'lintWarnings must be a list of lint names');
+  for (const l of lintWarnings) if (!LINT_NAMES.has(l)) throw new ConfigError(where, `unknown lint "${String(l).slice(0, 80)}" in lintWarnings`);
   const bitsFor = (rsa: boolean) => {
     const b = usages.map((u) => KEY_USAGE_BITS[u]);
     if (rsa && spec.rsaKeyEncipherment && !b.includes(KEY_USAGE_BITS.keyEncipherment)) b.push(KEY_USAGE_BITS.keyEncipherment);
@@ -114,6 +122,7 @@ export function compileProfile(name: string, spec: ProfileSpec): Profile {
     defaultValidityDays: defV,
     keyUsageExtension: { ec: extension(OID.keyUsage, true, bitsFor(false)), rsa: extension(OID.keyUsage, true, bitsFor(true)) },
     extKeyUsageExtension: extension(OID.extKeyUsage, false, der.seq(...ekuOids.map((o) => der.oid(o)))),
+    lintWarnings: new Set(lintWarnings),
   });
 }
 

@@ -10,6 +10,7 @@ import { caName, ext, keyIdentifier, randomSerial, readCertificate, serialHex, s
 import { CaIdentity, identity } from '../ca/hierarchy';
 import { extension } from '../ca/profiles';
 import type { ResponderIdentity } from './response';
+import { PreIssuanceLint } from '../ca/lint/pre-issuance-lint';
 
 const DAY_MS = 86_400_000;
 
@@ -43,6 +44,8 @@ export class ResponderCertificateManager {
       settings: ResponderCertificateSettings;
       /** false in follower workers: they adopt what the leader issues and never generate keys */
       canIssue?: boolean;
+      /** the pre-issuance lint gate (strict, log only, when absent) */
+      lint?: PreIssuanceLint;
     },
   ) {}
 
@@ -115,6 +118,7 @@ export class ResponderCertificateManager {
         ext.authorityKeyIdentifier(issuer.keyId),
       ],
     });
+    await (this.deps.lint ?? new PreIssuanceLint({ log })).certificate(tbs, { kind: 'ocsp-responder', issuerKeyId: issuer.keyId });
     const certificate = await signCertificate(tbs, issuer.signer);
     await store.add({ role: 'ocsp', keyLabel: label, serial: serialHex(serial), der: certificate, notAfter, createdAt: now });
     const signer = await hsm.signer(label);

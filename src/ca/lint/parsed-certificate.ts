@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import { AsnArray, AsnConvert, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
+import {
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  ExtendedKeyUsage,
+  Extension,
+  KeyUsage,
+  KeyUsageFlags,
+  SubjectKeyIdentifier,
+  TBSCertificate,
+  id_kp_serverAuth,
+} from '@peculiar/asn1-x509';
+
+/**
+ * GeneralName as RFC 5280 4.2.1.6 defines it, but keeping iPAddress as its
+ * octets: @peculiar/asn1-x509's GeneralName turns them into text, which hides
+ * a wrong length (8 and 32 octets become CIDR notation).
+ */
+@AsnType({ type: AsnTypeTypes.Choice })
+export class LintGeneralName {
+  @AsnProp({ type: AsnPropTypes.Any, context: 0, implicit: true, repeated: 'sequence' }) otherName?: ArrayBuffer[];
+  @AsnProp({ type: AsnPropTypes.IA5String, context: 1, implicit: true }) rfc822Name?: string;
+  @AsnProp({ type: AsnPropTypes.IA5String, context: 2, implicit: true }) dNSName?: string;
+  @AsnProp({ type: AsnPropTypes.Any, context: 3, implicit: true }) x400Address?: ArrayBuffer;
+  @AsnProp({ type: AsnPropTypes.Any, context: 4, implicit: false }) directoryName?: ArrayBuffer;
+  @AsnProp({ type: AsnPropTypes.Any, context: 5 }) ediPartyName?: ArrayBuffer;
+  @AsnProp({ type: AsnPropTypes.IA5String, context: 6, implicit: true }) uniformResourceIdentifier?: string;
+  @AsnProp({ type: OctetString, context: 7, implicit: true }) iPAddress?: OctetString;
+  @AsnProp({ type: AsnPropTypes.ObjectIdentifier, context: 8, implicit: true }) registeredID?: string;
+}
+
+@AsnType({ type: AsnTypeTypes.Sequence, itemType: LintGeneralName })
+export class LintGeneralNames extends AsnArray<LintGeneralName> {}
+
+export const OIDS = {
+  subjectAltName: '2.5.29.17',
+  keyUsage: '2.5.29.15',
+  extKeyUsage: '2.5.29.37',
+  basicConstraints: '2.5.29.19',
+  authorityKeyIdentifier: '2.5.29.35',
+  subjectKeyIdentifier: '2.5.29.14',
+  ecPublicKey: '1.2.840.10045.2.1',
+  rsaEncryption: '1.2.840.113549.1.1.1',
+  commonName: '2.5.4.3',
+} as const;
+
+/**
+ * A TBSCertificate parsed once, with its extensions decoded on first use and
+ * kept, so that no rule parses anything twice.
+ */
+export class ParsedCertificate {
+  readonly tbs: TBSCertificate;
+  readonly extensions: readonly Extension[];
+  private readonly decoded = new Map<string, unknown>();
+
+  constructor(readonly der: Buffer) {
+    this.tbs = AsnConvert.parse(der, TBSCertificate);
+    this.extensions = this.tbs.extensions ?? [];
+  }
+
+  extension(oid: string): Extension | undefined {
+    return this.extensions.find((e) => e.extnID === oid);
+  }
+
+  private decode<T>(oid: string, type: new () => T): T | undefined {
+    if (this.decoded.has(oid)) return this.decoded.get(oid) as T | undefined;
+    const e = this.extension(oid);
+    const v = e ? AsnConvert.parse(e.extnValue, type) : undefined;
+    this.decoded.set(oid, v);
+    return v;
+  }
+
+  get subjectAltNames(): LintGeneralName[] | undefined {
+    return this.decode(OIDS.subjectAltName, LintGeneralNames);
+  }
+  get dnsNames(): string[] {
+    return (this.subjectAltNames ?? []).flatMap((g) => (g.dNSName === undefined ? [] : [g.dNSName]));
+  }
+  get keyUsage(): KeyUsage | undefined {
+    return this.decode(OIDS.keyUsage, KeyUsage);
+  }
+  /** keyUsage bits as KeyUsageFlags (0 when absent) */
+  get keyUsageFlags(): number {
+    return this.keyUsage?.toNumber() ?? 0;
+  }
+  get extKeyUsage(): string[] | undefined {
+    return this.decode(OIDS.extKeyUsage, ExtendedKeyUsage);
+  }
+  get basicConstraints(): BasicConstraints | undefined {
+    return this.decode(OIDS.basicConstraints, BasicConstraints);
+  }
+  get authorityKeyIdentifier(): AuthorityKeyIdentifier | undefined {
+    return this.decode(OIDS.authorityKeyIdentifier, AuthorityKeyIdentifier);
+  }
+  get subjectKeyIdentifier(): SubjectKeyIdentifier | undefined {
+    return this.decode(OIDS.subjectKeyIdentifier, SubjectKeyIdentifier);
+  }
+  /** a TLS server certificate in the Baseline Requirements' sense: its EKU names serverAuth */
+  get isTlsServer(): boolean {
+    return this.extKeyUsage?.includes(id_kp_serverAuth) ?? false;
+  }
+  get keyType(): 'ec' | 'rsa' | 'other' {
+    const a = this.tbs.subjectPublicKeyInfo.algorithm.algorithm;
+    return a === OIDS.ecPublicKey ? 'ec' : a === OIDS.rsaEncryption ? 'rsa' : 'other';
+  }
+  /** RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's bits */
+  get expectedKeyIdentifier(): Buffer {
+    return createHash('sha1').update(Buffer.from(this.tbs.subjectPublicKeyInfo.subjectPublicKey)).digest();
+  }
+  get serial(): Buffer {
+    return Buffer.from(this.tbs.serialNumber);
+  }
+  get commonNames(): string[] {
+    const out: string[] = [];
+    for (const rdn of this.tbs.subject) for (const atv of rdn) if (atv.type === OIDS.commonName) out.push(atv.value.toString());
+    return out;
+  }
+}
+
+export { KeyUsageFlags };
