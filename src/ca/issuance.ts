@@ -8,6 +8,7 @@ import { Logger } from '../log';
 import { CertificateStore, SerialCollision } from '../storage/certificate-store';
 import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertificate } from './certificate';
 import { ParsedCsr, Sans, csrFromPem, ipToBytes, parseCsrSync, validDnsName } from './csr';
+import type { CrlShardPlan } from './crl-shards';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
@@ -77,6 +78,7 @@ const MAX_SERIAL_ATTEMPTS = 5;
 export class IssuanceService {
   private readonly chain: string[];
   private readonly fixedExtensions: Buffer[];
+  private readonly crlDistributionPoints: Buffer;
   private readonly sigAlg: Buffer;
 
   constructor(
@@ -89,6 +91,8 @@ export class IssuanceService {
       log: Logger;
       policy?: IssuancePolicy;
       hooks?: IssuanceHooks;
+      /** partitioned CRLs: each certificate names its shard's CRL instead of the full one (crl-shards.ts) */
+      crlShards?: CrlShardPlan;
     },
   ) {
     const { issuing, root } = deps.hierarchy;
@@ -98,8 +102,8 @@ export class IssuanceService {
       ext.basicConstraintsEndEntity,
       ext.authorityKeyIdentifier(issuing.keyId),
       ext.authorityInfoAccess(deps.links.ocspUrl, deps.links.caIssuersUrl),
-      ext.crlDistributionPoints(deps.links.crlUrl),
     ];
+    this.crlDistributionPoints = ext.crlDistributionPoints(deps.links.crlUrl);
     this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
   }
 
@@ -139,6 +143,7 @@ export class IssuanceService {
     if (notAfter > issuing.notAfter) notAfter = issuing.notAfter;
     const extensions = [
       ...this.fixedExtensions,
+      this.crlDistributionPoints, // replaced per serial when the CRL is partitioned
       csr.key.kind === 'rsa' ? profile.keyUsageExtension.rsa : profile.keyUsageExtension.ec,
       profile.extKeyUsageExtension,
       ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)),
@@ -149,6 +154,8 @@ export class IssuanceService {
     for (let attempt = 1; ; attempt++) {
       const serial = randomSerial();
       const serialNumber = serialHex(serial);
+      const crlShard = this.deps.crlShards?.shardOf(serial);
+      if (crlShard !== undefined) extensions[this.fixedExtensions.length] = this.deps.crlShards!.cdpExtension(crlShard);
       try {
         await this.deps.store.reserve({
           serial: serialNumber,
@@ -159,6 +166,7 @@ export class IssuanceService {
           notAfter,
           requesterId: principal.tokenId,
           createdAt: now,
+          crlShard: crlShard ?? null,
         });
       } catch (e) {
         if (e instanceof SerialCollision && attempt < MAX_SERIAL_ATTEMPTS) continue;
