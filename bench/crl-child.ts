@@ -28,7 +28,7 @@ export interface CrlChildResult {
   peakRssMB: number;
 }
 
-function p256Issuer(): CaIdentity {
+export function p256Issuer(): CaIdentity {
   const { privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const publicKey = crypto.createPublicKey(privateKey).export({ format: 'der', type: 'spki' });
   const signer: Signer = {

@@ -8,6 +8,7 @@
  */
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { CrlShardPlan } from '../src/ca/crl-shards';
 import { Database, openDatabase } from '../src/storage/database';
 
 const DAY = 86_400_000;
@@ -25,8 +26,9 @@ const COLUMNS = [
   'revoked_at',
   'revocation_reason',
   'invalidity_date',
+  'crl_shard',
 ] as const;
-/** rows per INSERT statement: 13 bound values each, well under SQLite's 32766 */
+/** rows per INSERT statement: 14 bound values each, well under SQLite's 32766 */
 const ROWS_PER_INSERT = 1000;
 const ROW_PLACEHOLDERS = `(${COLUMNS.map(() => '?').join(',')})`;
 const insertSql = (rows: number) => `insert into certificates (${COLUMNS.join(',')}) values ${new Array(rows).fill(ROW_PLACEHOLDERS).join(',')}`;
@@ -42,6 +44,8 @@ export interface FillOptions {
   der: Buffer;
   /** keep every n-th serial (hex) for lookups; 0 keeps none */
   sampleEvery?: number;
+  /** partitioned CRLs: each row gets the shard issuance would give it among this many (crl-shards.ts) */
+  crlShards?: number;
   /** called after each transaction with the rows written so far */
   onProgress?: (done: number) => void;
 }
@@ -69,6 +73,7 @@ export async function fillCertificates(db: Database, o: FillOptions): Promise<st
   const now = Date.now();
   const sample: string[] = [];
   const reasons = [1, 3, 4, 5];
+  const shards = o.crlShards && o.crlShards > 1 ? new CrlShardPlan(o.crlShards, 'http://bench.invalid/crl') : undefined;
   let done = 0;
   while (done < o.count) {
     const txRows = Math.min(ROWS_PER_TX, o.count - done);
@@ -99,6 +104,7 @@ export async function fillCertificates(db: Database, o: FillOptions): Promise<st
             revokedAt,
             o.revoked ? (k % 3 === 0 ? 0 : reasons[k % 4]) : null,
             o.revoked && k % 5 === 0 ? revokedAt! - DAY : null,
+            shards ? shards.shardOf(serials.subarray(16 * i, 16 * i + 16)) : null,
           );
         }
         await trx.raw(insertSql(n), values);
@@ -120,6 +126,7 @@ export interface FillJob {
   /** base64 of FillOptions.der */
   der: string;
   sampleEvery?: number;
+  crlShards?: number;
 }
 
 export type FillMessage = { kind: 'progress'; done: number } | { kind: 'done'; sample: string[]; seconds: number };
@@ -152,6 +159,7 @@ async function fillJob(job: FillJob): Promise<void> {
       revoked: job.revoked,
       der: Buffer.from(job.der, 'base64'),
       sampleEvery: job.sampleEvery,
+      crlShards: job.crlShards,
       onProgress: (done) => process.send!({ kind: 'progress', done } satisfies FillMessage),
     });
     await new Promise<void>((r) => process.send!({ kind: 'done', sample, seconds: (Date.now() - t0) / 1000 } satisfies FillMessage, () => r()));

@@ -21,6 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readCertificate } from '../src/ca/certificate';
 import { measureCrlInChild, CrlChildResult } from './crl-child';
+import { CrlShardsRow, phaseCrlShards, reportCrlShards } from './crl-shards-phase';
 import { fillInChild } from './fill';
 import { Hsmca, newDataDir, removeDataDir, startHsmca } from './hsmca';
 import { CpuUse, cpuSnapshot, cpuUse } from './cpu';
@@ -52,6 +53,8 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 // ------------------------------------------------------------------ settings
 
+/** shards of the partitioned-CRL figure */
+const CRL_SHARDS = 16;
 const PHASES = ['hsm', 'pkcs11', 'issuance', 'ocsp', 'crl', 'scale'] as const;
 type Phase = (typeof PHASES)[number];
 
@@ -68,6 +71,8 @@ interface Settings {
   ocspCount: number;
   hsmSeconds: number;
   crlSizes: number[];
+  /** revoked certificates of the partitioned-CRL figure, across CRL_SHARDS shards */
+  crlShardEntries: number;
   scaleSizes: [number, number];
   scaleConcurrency: number;
 }
@@ -82,6 +87,7 @@ const FULL: Settings = {
   ocspCount: 1000,
   hsmSeconds: 2,
   crlSizes: [10_000, 100_000, 1_000_000],
+  crlShardEntries: 1_000_000,
   scaleSizes: [10_000, 1_000_000],
   scaleConcurrency: 8,
 };
@@ -96,6 +102,7 @@ const QUICK: Settings = {
   ocspCount: 300,
   hsmSeconds: 1,
   crlSizes: [10_000, 100_000],
+  crlShardEntries: 100_000,
   scaleSizes: [10_000, 100_000],
 };
 
@@ -282,6 +289,7 @@ interface Results {
   ceiling?: CeilingRow[];
   ocsp?: OcspRow[];
   crl?: CrlRow[];
+  crlShards?: CrlShardsRow;
   scale?: ScaleResult;
   profiles?: Record<string, { load: LoadResult; profile: ProfileSummary }>;
   targets?: Target[];
@@ -1154,6 +1162,7 @@ function report(r: Results, write: (l: string) => void): void {
       write,
     );
   }
+  if (r.crlShards) reportCrlShards(r.crlShards, write);
   if (r.scale) {
     const sc = r.scale;
     const [a, b] = sc.sizes.map((n) => n.toLocaleString('en'));
@@ -1266,6 +1275,7 @@ async function main(): Promise<void> {
       sh.ca = undefined;
     }
     if (o.phases.has('crl')) results.crl = await phaseCrl(sh);
+    if (o.phases.has('crl')) results.crlShards = await phaseCrlShards(s.crlShardEntries, CRL_SHARDS, progress);
     if (o.phases.has('scale')) results.scale = await phaseScale(sh);
     if (o.profile) results.profiles = await phaseProfile(sh);
   } finally {

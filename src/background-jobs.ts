@@ -46,9 +46,13 @@ export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs
     timers.push(t);
   };
 
-  const crl = new Debouncer(() => core.crls.refresh(), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
+  // after revocations: the full CRL and the shards revoked into; periodically: every shard too (they expire)
+  const crl = new Debouncer((periodic) => core.crls.refresh({ allShards: periodic }), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
   if (leader) crl.start();
-  core.revocation.onRevoked(() => crl.trigger());
+  core.revocation.onRevoked((e) => {
+    if (e.record.crlShard !== null) core.crls.shards?.markDirty(e.record.crlShard);
+    crl.trigger();
+  });
   // Several workers share one database: serve the newest CRL whoever made it.
   if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
 

@@ -22,6 +22,8 @@ export interface Config {
   crlValiditySeconds: number;
   /** how long revoked certificates stay on the CRL after they expire */
   crlRetentionSeconds: number;
+  /** partitioned CRLs: each new certificate names one of this many shard CRLs; 1 = none (src/ca/crl-shards.ts) */
+  crlShards: number;
   /** OCSP responses are valid this long (nextUpdate - thisUpdate) */
   ocspValiditySeconds: number;
   /** OCSP signatures a second that no pre-signed response stands for (unknown serials, nonces, several certificates); 0: no limit */
@@ -43,6 +45,9 @@ export interface Config {
 }
 
 type Env = Record<string, string | undefined>;
+
+/** HSMCA_CRL_SHARDS at most: CCADB's partitioned-CRL lists stay short, and each shard is one more CRL signed per refresh. */
+export const MAX_CRL_SHARDS = 1024;
 
 function intSetting(env: Env, name: string, def: number, min: number, max: number): number {
   const raw = env[name];
@@ -144,6 +149,7 @@ export function loadConfig(env: Env = process.env): Config {
     crlRefreshSeconds: intSetting(env, 'HSMCA_CRL_REFRESH_SECONDS', 300, 1, 7 * 86400),
     crlValiditySeconds: intSetting(env, 'HSMCA_CRL_VALIDITY_SECONDS', 86400, 60, 30 * 86400),
     crlRetentionSeconds: intSetting(env, 'HSMCA_CRL_RETENTION_SECONDS', 0, 0, 10 * 365 * 86400),
+    crlShards: intSetting(env, 'HSMCA_CRL_SHARDS', 1, 1, MAX_CRL_SHARDS),
     ocspValiditySeconds: intSetting(env, 'HSMCA_OCSP_VALIDITY_SECONDS', 3600, 60, 7 * 86400),
     ocspOnDemandSignaturesPerSecond: intSetting(env, 'HSMCA_OCSP_SIGNATURES_PER_SECOND', 200, 0, 1_000_000),
     maxConnections: intSetting(env, 'HSMCA_MAX_CONNECTIONS', 4096, 0, 1_000_000),

@@ -5,6 +5,7 @@ import { ensureFirstAdmin } from './auth/first-admin';
 import { scopePolicy } from './auth/scope';
 import { TokenService } from './auth/tokens';
 import { CrlService } from './ca/crl-service';
+import { CrlShardPlan, CrlShards } from './ca/crl-shards';
 import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
 import { IssuanceService } from './ca/issuance';
 import { ProfileRegistry } from './ca/profiles';
@@ -143,6 +144,7 @@ async function openServices(
   const { clock, log, metrics, audit, hierarchy } = d;
   const links = caLinks(config.publicUrl);
   const lint = lintGate(audit, log);
+  const crlShards = config.crlShards > 1 ? new CrlShardPlan(config.crlShards, links.crlUrl) : undefined;
   const certificates = new CertificateStore(d.db);
   const tokenStore = new TokenStore(d.db);
   const tokens = new TokenService({ store: tokenStore, clock });
@@ -158,6 +160,7 @@ async function openServices(
     policy: scopePolicy,
     hooks: issuanceHooks(audit, metrics),
     lint,
+    crlShards,
   });
   const revocation = new RevocationService({ store: certificates, clock });
   recordRevocations(revocation, audit, metrics, log);
@@ -182,10 +185,12 @@ async function openServices(
     log,
     settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000, onDemandSignaturesPerSecond: config.ocspOnDemandSignaturesPerSecond },
   });
+  const crlStore = new CrlStore(d.db);
+  const crlSettings = { validitySeconds: config.crlValiditySeconds, retentionSeconds: config.crlRetentionSeconds };
   const crls = new CrlService({
     issuer: hierarchy.issuing,
     certificates,
-    crls: new CrlStore(d.db),
+    crls: crlStore,
     clock,
     log,
     settings: {
@@ -196,6 +201,9 @@ async function openServices(
     },
     onGenerated: crlGenerated(audit, metrics),
     lint,
+    shards:
+      crlShards &&
+      new CrlShards({ plan: crlShards, issuer: hierarchy.issuing, certificates, crls: crlStore, clock, log, settings: crlSettings, onGenerated: crlGenerated(audit, metrics), lint }),
   });
   await crls.init();
   return { links, certificates, tokens, tokenStore, issuance, revocation, crls, responders, ocsp };

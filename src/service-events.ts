@@ -103,15 +103,16 @@ export function recordRevocations(revocation: RevocationService, audit: AuditLog
   });
 }
 
-/** Each CRL made (full and delta) is counted and audited with its number and times. */
-export function crlGenerated(audit: AuditLog, metrics: Metrics): (kind: 'full' | 'delta', r: CrlRecord) => void {
+/** Each CRL made (full, delta and shard) is counted and audited with its number, times and, for a shard CRL, its shard. */
+export function crlGenerated(audit: AuditLog, metrics: Metrics): (kind: CrlRecord['kind'], r: CrlRecord) => void {
   return (kind, r) => {
     metrics.crlGenerated.inc({ kind });
+    const shard = r.shard === undefined ? {} : { shard: r.shard };
     void audit.tryRecord({
       type: 'crlGenerated',
       actor: 'system',
-      subject: `${kind}:${r.crlNumber}`,
-      details: { kind, crlNumber: r.crlNumber, baseNumber: r.baseNumber, thisUpdate: r.thisUpdate, nextUpdate: r.nextUpdate, entries: r.entries },
+      subject: r.shard === undefined ? `${kind}:${r.crlNumber}` : `${kind}${r.shard}:${r.crlNumber}`,
+      details: { kind, ...shard, crlNumber: r.crlNumber, baseNumber: r.baseNumber, thisUpdate: r.thisUpdate, nextUpdate: r.nextUpdate, entries: r.entries },
     });
   };
 }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import type { Knex } from 'knex';
 import { CRL_INDEX } from '../migrations/004_crl_index';
+import { SHARD_CRL_INDEX } from '../migrations/006_crl_shards';
 import { CertificateStore, RevokedRow, revokedQuery } from '../src/storage/certificate-store';
 import { Database, openDatabase } from '../src/storage/database';
 import { backends, freshPostgres, tempDir } from './helpers/harness';
@@ -86,6 +87,86 @@ describe.each(DATABASES)('CRL entries on %s', (kind) => {
       } else {
         // usable at all: the query's conditions imply the partial index's
         expect(plan).toContain(CRL_INDEX);
+      }
+    }
+  });
+});
+
+/** A shard CRL's entries (migration 006): only its own shard's, read from the shard index; the full CRL still lists every shard's. */
+describe.each(DATABASES)('shard CRL entries on %s', (kind) => {
+  let dir: string;
+  let pg: Awaited<ReturnType<typeof freshPostgres>> | undefined;
+  let db: Database;
+  let store: CertificateStore;
+
+  beforeAll(async () => {
+    dir = tempDir('hsmca-crl-shard-query-');
+    pg = kind === 'postgres' ? await freshPostgres() : undefined;
+    db = await openDatabase({ url: pg?.url, dataDir: dir });
+    store = new CertificateStore(db);
+    const row = (i: number, shard: number | null, revokedAt: number | null, state = 'issued') => ({
+      serial: i.toString(16).padStart(8, '0'),
+      state,
+      profile: 'tls-server',
+      subject: `CN=c${i}`,
+      sans: '{}',
+      not_before: NOW - 10 * DAY,
+      not_after: NOW + 80 * DAY,
+      der: Buffer.from([0x30, 0x00]),
+      requester_id: null,
+      created_at: NOW - 10 * DAY,
+      revoked_at: revokedAt,
+      revocation_reason: revokedAt === null ? null : 1,
+      invalidity_date: null,
+      crl_shard: shard,
+    });
+    await db.knex('certificates').insert([
+      row(1, null, NOW - DAY), // issued before sharding: the full CRL only
+      row(2, 0, NOW - DAY),
+      row(3, 1, NOW - DAY),
+      row(4, 1, null), // good
+      row(5, 1, NOW - 1000),
+      row(6, 1, NOW - DAY, 'failed'),
+      row(7, 2, NOW - DAY),
+    ]);
+  });
+  afterAll(async () => {
+    await db?.close();
+    await pg?.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const serials = async (q: Parameters<CertificateStore['revokedPages']>[0]) => {
+    const out: string[] = [];
+    for await (const page of store.revokedPages(q)) out.push(...page.map((r) => r.serial));
+    return out;
+  };
+
+  it.each([
+    [0, ['00000002']],
+    [1, ['00000003', '00000005']],
+    [2, ['00000007']],
+    [3, []],
+  ])('shard %i lists only its own revoked certificates', async (shard, expected) => {
+    expect(await serials({ expiredAfter: NOW, shard, pageSize: 1 })).toEqual(expected);
+    expect(await store.countRevoked({ expiredAfter: NOW, shard })).toBe(expected.length);
+    expect(await store.anyRevokedSince(NOW - 2000, shard)).toBe(shard === 1);
+  });
+
+  it('the full CRL lists every shard and the unsharded', async () => {
+    expect(await serials({ expiredAfter: NOW })).toEqual(['00000001', '00000002', '00000003', '00000005', '00000007']);
+  });
+
+  it('reads a shard CRL from the shard index, never from the table', async () => {
+    const page = revokedQuery(db.knex, { expiredAfter: NOW, shard: 1 }).andWhere('id', '>', 0).orderBy('id', 'asc').limit(10000).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
+    const count = revokedQuery(db.knex, { expiredAfter: NOW, shard: 1 }).count({ n: '*' });
+    for (const q of [page, count]) {
+      const plan = await explain(db, q);
+      if (kind === 'sqlite') {
+        expect(plan).toMatch(new RegExp(`USING COVERING INDEX ${SHARD_CRL_INDEX}\\b`));
+        expect(plan).not.toMatch(/SCAN certificates(?! USING)/);
+      } else {
+        expect(plan).toContain(SHARD_CRL_INDEX);
       }
     }
   });

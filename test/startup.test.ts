@@ -25,6 +25,9 @@ describe('configuration', () => {
     [{ HSMCA_PUBLIC_URL: 'ftp://x' }, 'HSMCA_PUBLIC_URL'],
     [{ HSMCA_HSM_PIN: '123' }, 'HSMCA_HSM_PIN'],
     [{ HSMCA_CRL_REFRESH_SECONDS: '0' }, 'HSMCA_CRL_REFRESH_SECONDS'],
+    [{ HSMCA_CRL_SHARDS: '0' }, 'HSMCA_CRL_SHARDS'],
+    [{ HSMCA_CRL_SHARDS: '1025' }, 'HSMCA_CRL_SHARDS'],
+    [{ HSMCA_CRL_SHARDS: 'four' }, 'HSMCA_CRL_SHARDS'],
     [{ HSMCA_HOST: '0.0.0.0' }, 'HSMCA_PUBLIC_URL'],
     [{ HSMCA_HSM: "pkcs11", HSMCA_PKCS11_MODULE: "/bin/sh", HSMCA_PKCS11_TOKEN_LABEL: "a", HSMCA_PKCS11_PIN: "1234", HSMCA_PKCS11_CLUSTER: "yes" }, "HSMCA_PKCS11_CLUSTER"],
   ])('refuses %j naming %s', (env, setting) => {

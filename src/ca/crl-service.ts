@@ -5,6 +5,7 @@ import { Logger } from '../log';
 import { CertificateStore, RevokedRow } from '../storage/certificate-store';
 import { CrlNumberTaken, CrlRecord, CrlStore } from '../storage/crl-store';
 import { buildCrl, RevokedEntry } from './crl-encoder';
+import type { CrlShards } from './crl-shards';
 import { CaIdentity } from './hierarchy';
 import { hsmFailure } from './issuance';
 import { PreIssuanceLint } from './lint/pre-issuance-lint';
@@ -40,6 +41,7 @@ export class CrlService {
   private delta?: ServedCrl;
   private running?: Promise<CrlRecord>;
   private again = false;
+  private allShardsDue = false;
 
   constructor(
     private readonly deps: {
@@ -52,8 +54,15 @@ export class CrlService {
       onGenerated?: (kind: 'full' | 'delta', r: CrlRecord) => void;
       /** the pre-issuance lint gate (strict, log only, when absent) */
       lint?: PreIssuanceLint;
+      /** partitioned CRLs (HSMCA_CRL_SHARDS > 1), built after the full CRL in the same run */
+      shards?: CrlShards;
     },
   ) {}
+
+  /** The shard CRLs, when the CRL is partitioned. */
+  get shards(): CrlShards | undefined {
+    return this.deps.shards;
+  }
 
   /**
    * Loads the stored CRLs; builds them when there are none, when the stored
@@ -65,6 +74,7 @@ export class CrlService {
   async init(): Promise<void> {
     await this.reload();
     if (!this.full || !this.delta || this.full.record.nextUpdate <= this.deps.clock.now() || (await this.behind())) await this.refresh();
+    await this.deps.shards?.catchUp();
   }
 
   /**
@@ -85,6 +95,7 @@ export class CrlService {
     if (full && (!this.full || full.crlNumber > this.full.record.crlNumber)) this.full = served(full);
     const delta = await this.deps.crls.latest('delta');
     if (delta && (!this.delta || delta.crlNumber > this.delta.record.crlNumber)) this.delta = served(delta);
+    await this.deps.shards?.reload();
   }
 
   current(kind: 'full' | 'delta'): ServedCrl | undefined {
@@ -92,11 +103,13 @@ export class CrlService {
   }
 
   /**
-   * Generates a new full CRL and a delta against it. Concurrent callers share
+   * Generates a new full CRL and a delta against it, then the shard CRLs
+   * revoked into (or, with `allShards`, every shard). Concurrent callers share
    * one run; a call during a run schedules exactly one more, so a revocation
    * made while a CRL is being built is never missed.
    */
-  refresh(): Promise<CrlRecord> {
+  refresh(opts: { allShards?: boolean } = {}): Promise<CrlRecord> {
+    if (opts.allShards) this.allShardsDue = true;
     if (this.running) {
       this.again = true;
       return this.running;
@@ -106,7 +119,13 @@ export class CrlService {
         let rec: CrlRecord;
         do {
           this.again = false;
+          const allShards = this.allShardsDue;
+          this.allShardsDue = false;
           rec = await this.generate();
+          await this.deps.shards?.rebuild(allShards).catch((e) => {
+            if (allShards) this.allShardsDue = true;
+            throw e;
+          });
         } while (this.again);
         return rec;
       } finally {
@@ -178,7 +197,7 @@ function served(record: CrlRecord): ServedCrl {
   return { record, etag: `"${record.kind}-${record.crlNumber}-${createHash('sha256').update(record.der).digest('base64url').slice(0, 16)}"` };
 }
 
-async function* entries(pages: AsyncIterable<RevokedRow[]>): AsyncGenerator<RevokedEntry[]> {
+export async function* entries(pages: AsyncIterable<RevokedRow[]>): AsyncGenerator<RevokedEntry[]> {
   for await (const page of pages) {
     yield page.map((r) => ({
       serial: Buffer.from(r.serial.length % 2 ? '0' + r.serial : r.serial, 'hex'),
@@ -199,14 +218,15 @@ export class Debouncer {
   private inflight?: Promise<void>;
 
   constructor(
-    private readonly job: () => Promise<unknown>,
+    /** `periodic`: fired by the periodic timer rather than by a trigger or a flush */
+    private readonly job: (periodic: boolean) => Promise<unknown>,
     private readonly delayMs: number,
     private readonly everyMs: number,
     private readonly log: Logger,
   ) {}
 
   start(): void {
-    this.periodic = setInterval(() => this.fire(), this.everyMs);
+    this.periodic = setInterval(() => this.fire(true), this.everyMs);
     this.periodic.unref();
   }
 
@@ -216,9 +236,9 @@ export class Debouncer {
     this.timer.unref();
   }
 
-  private fire(): Promise<void> {
+  private fire(periodic = false): Promise<void> {
     this.timer = undefined;
-    const run = this.job().then(
+    const run = this.job(periodic).then(
       () => undefined,
       (e) => this.log.error('background job failed', { error: (e as Error).message }),
     );

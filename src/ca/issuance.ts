@@ -9,6 +9,7 @@ import { CertificateStore, SerialCollision } from '../storage/certificate-store'
 import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertificate } from './certificate';
 import { ParsedCsr, Sans, csrFromPem, ipToBytes, nameText, parseCsrSync, validDnsName } from './csr';
 import { caSubjectGuard } from './subject';
+import type { CrlShardPlan } from './crl-shards';
 import { CaHierarchy, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
@@ -81,6 +82,7 @@ const MAX_SERIAL_ATTEMPTS = 5;
 export class IssuanceService {
   private readonly chain: string[];
   private readonly fixedExtensions: Buffer[];
+  private readonly crlDistributionPoints: Buffer;
   private readonly sigAlg: Buffer;
   private readonly refuseCaSubject: (subject: Buffer) => void;
   private readonly lint: PreIssuanceLint;
@@ -97,6 +99,8 @@ export class IssuanceService {
       hooks?: IssuanceHooks;
       /** the pre-issuance lint gate; a strict one that only logs when absent */
       lint?: PreIssuanceLint;
+      /** partitioned CRLs: each certificate names its shard's CRL instead of the full one (crl-shards.ts) */
+      crlShards?: CrlShardPlan;
     },
   ) {
     this.lint = deps.lint ?? new PreIssuanceLint({ log: deps.log });
@@ -107,8 +111,8 @@ export class IssuanceService {
       ext.basicConstraintsEndEntity,
       ext.authorityKeyIdentifier(issuing.keyId),
       ext.authorityInfoAccess(deps.links.ocspUrl, deps.links.caIssuersUrl),
-      ext.crlDistributionPoints(deps.links.crlUrl),
     ];
+    this.crlDistributionPoints = ext.crlDistributionPoints(deps.links.crlUrl);
     this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
     this.refuseCaSubject = caSubjectGuard([root.name, issuing.name]);
   }
@@ -159,6 +163,7 @@ export class IssuanceService {
     if (notAfter > issuing.notAfter) notAfter = issuing.notAfter;
     const extensions = [
       ...this.fixedExtensions,
+      this.crlDistributionPoints, // replaced per serial when the CRL is partitioned
       csr.key.kind === 'rsa' ? profile.keyUsageExtension.rsa : profile.keyUsageExtension.ec,
       profile.extKeyUsageExtension,
       ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)),
@@ -169,6 +174,8 @@ export class IssuanceService {
     for (let attempt = 1; ; attempt++) {
       const serial = randomSerial();
       const serialNumber = serialHex(serial);
+      const crlShard = this.deps.crlShards?.shardOf(serial);
+      if (crlShard !== undefined) extensions[this.fixedExtensions.length] = this.deps.crlShards!.cdpExtension(crlShard);
       try {
         await this.deps.store.reserve({
           serial: serialNumber,
@@ -179,6 +186,7 @@ export class IssuanceService {
           notAfter,
           requesterId: principal.tokenId,
           createdAt: now,
+          crlShard: crlShard ?? null,
         });
       } catch (e) {
         if (e instanceof SerialCollision && attempt < MAX_SERIAL_ATTEMPTS) continue;

@@ -19,6 +19,8 @@ export interface CertificateRecord {
   revokedAt: Date | null;
   revocationReason: number | null;
   invalidityDate: Date | null;
+  /** the CRL shard its cRLDistributionPoints names; null: the full CRL (migration 006) */
+  crlShard: number | null;
 }
 
 /** The intent to issue, written before the HSM signs (STYLE.md practice 7). */
@@ -31,6 +33,8 @@ export interface Reservation {
   notAfter: Date;
   requesterId: string | null;
   createdAt: Date;
+  /** the CRL shard named in its cRLDistributionPoints; absent or null: the full CRL */
+  crlShard?: number | null;
 }
 
 export class SerialCollision extends Error {}
@@ -121,6 +125,7 @@ interface Row {
   revoked_at: number | null;
   revocation_reason: number | null;
   invalidity_date: number | null;
+  crl_shard: number | null;
 }
 
 function toRecord(r: Row): CertificateRecord {
@@ -137,6 +142,7 @@ function toRecord(r: Row): CertificateRecord {
     revokedAt: r.revoked_at == null ? null : new Date(Number(r.revoked_at)),
     revocationReason: r.revocation_reason,
     invalidityDate: r.invalidity_date == null ? null : new Date(Number(r.invalidity_date)),
+    crlShard: r.crl_shard == null ? null : Number(r.crl_shard),
   };
 }
 
@@ -146,6 +152,8 @@ export interface RevokedQuery {
   expiredAfter: number;
   /** only revocations at or after this (epoch ms): delta CRLs */
   revokedSince?: number;
+  /** only the certificates of this CRL shard (read from migration 006's index) */
+  shard?: number;
 }
 
 /**
@@ -154,7 +162,10 @@ export interface RevokedQuery {
  * pages are read from that index rather than from the table.
  */
 export function revokedQuery(knex: Knex, q: RevokedQuery): Knex.QueryBuilder {
-  const query = knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('not_after', '>', q.expiredAfter);
+  let query = knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at');
+  // a shard's conditions imply those of the shard index (migration 006) and lead with its first column
+  if (q.shard !== undefined) query = query.whereNotNull('crl_shard').andWhere('crl_shard', q.shard);
+  query = query.andWhere('not_after', '>', q.expiredAfter);
   return q.revokedSince === undefined ? query : query.andWhere('revoked_at', '>=', q.revokedSince);
 }
 
@@ -219,6 +230,7 @@ export class CertificateStore {
       not_after: r.notAfter.getTime(),
       requester_id: r.requesterId,
       created_at: r.createdAt.getTime(),
+      crl_shard: r.crlShard ?? null,
     };
   }
 
@@ -238,7 +250,7 @@ export class CertificateStore {
         ops.map((op): WriterOp => {
           if (op.kind === 'complete') return { kind: 'complete', serial: op.serial, der: op.der, event: op.event };
           const r = this.reservationRow(op.r);
-          return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at] };
+          return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at, r.crl_shard] };
         }),
       );
     } catch (e) {
@@ -391,9 +403,14 @@ export class CertificateStore {
     }
   }
 
-  /** Whether any certificate was revoked at or after `since` (epoch ms): a CRL made before then may lack it. */
-  async anyRevokedSince(since: number): Promise<boolean> {
-    const row = await this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('revoked_at', '>=', since).first('id');
+  /**
+   * Whether any certificate (of CRL shard `shard`, when given) was revoked at
+   * or after `since` (epoch ms): a CRL made before then may lack it.
+   */
+  async anyRevokedSince(since: number, shard?: number): Promise<boolean> {
+    let q = this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('revoked_at', '>=', since);
+    if (shard !== undefined) q = q.andWhere('crl_shard', shard);
+    const row = await q.first('id');
     return row !== undefined;
   }
 

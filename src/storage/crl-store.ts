@@ -2,7 +2,10 @@ import type { Knex } from 'knex';
 import { Database, isUniqueViolation, storageError } from './database';
 
 export interface CrlRecord {
-  kind: 'full' | 'delta';
+  /** 'shard': one partition of the full CRL (migration 006), numbered in its own sequence */
+  kind: 'full' | 'delta' | 'shard';
+  /** the shard a 'shard' CRL covers; absent for the full and delta CRLs */
+  shard?: number;
   crlNumber: bigint;
   baseNumber: bigint | null;
   thisUpdate: Date;
@@ -20,10 +23,15 @@ export class CrlStore {
     this.knex = db.knex;
   }
 
-  /** The next CRL number: one more than any issued, full or delta (monotonic across restarts). */
-  async nextNumber(): Promise<bigint> {
+  /**
+   * The next CRL number: one more than any issued, full or delta (monotonic
+   * across restarts); with `shard`, one more than any of that shard's own
+   * sequence (each shard is a scope of its own, RFC 5280 5.2.3).
+   */
+  async nextNumber(shard?: number): Promise<bigint> {
     try {
-      const r = await this.knex('crls').max<{ n: number | string | null }[]>({ n: 'crl_number' });
+      const q = shard === undefined ? this.knex('crls').whereNull('shard') : this.knex('crls').where({ shard });
+      const r = await q.max<{ n: number | string | null }[]>({ n: 'crl_number' });
       return BigInt(r[0].n ?? 0) + 1n;
     } catch (e) {
       throw storageError(e);
@@ -35,6 +43,7 @@ export class CrlStore {
     try {
       await this.knex('crls').insert({
         kind: c.kind,
+        shard: c.shard ?? null,
         crl_number: Number(c.crlNumber),
         base_number: c.baseNumber === null ? null : Number(c.baseNumber),
         this_update: c.thisUpdate.getTime(),
@@ -50,7 +59,7 @@ export class CrlStore {
 
   async latest(kind: 'full' | 'delta'): Promise<CrlRecord | undefined> {
     try {
-      const row = await this.knex('crls').where({ kind }).orderBy('crl_number', 'desc').first();
+      const row = await this.knex('crls').where({ kind }).whereNull('shard').orderBy('crl_number', 'desc').first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);
@@ -66,15 +75,40 @@ export class CrlStore {
   /** Keeps the newest `keep` CRLs of each kind. */
   async prune(keep: number): Promise<void> {
     for (const kind of ['full', 'delta']) {
-      const rows = await this.knex('crls').where({ kind }).orderBy('crl_number', 'desc').offset(keep).limit(1).select('crl_number');
-      if (rows.length) await this.knex('crls').where({ kind }).andWhere('crl_number', '<=', rows[0].crl_number).delete();
+      const rows = await this.knex('crls').where({ kind }).whereNull('shard').orderBy('crl_number', 'desc').offset(keep).limit(1).select('crl_number');
+      if (rows.length) await this.knex('crls').where({ kind }).whereNull('shard').andWhere('crl_number', '<=', rows[0].crl_number).delete();
     }
+  }
+
+  // ------------------------------------------------------------ shard CRLs (migration 006)
+
+  /** The newest CRL of one shard. */
+  async latestShard(shard: number): Promise<CrlRecord | undefined> {
+    try {
+      const row = await this.knex('crls').where({ shard }).orderBy('crl_number', 'desc').first();
+      return row && toRecord(row);
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  /** The newest CRL number of every shard that has one, in one query (to notice shard CRLs made by another process). */
+  async latestShardNumbers(): Promise<Map<number, bigint>> {
+    const rows: { shard: number | string; n: number | string }[] = await this.knex('crls').whereNotNull('shard').groupBy('shard').select('shard').max({ n: 'crl_number' });
+    return new Map(rows.map((r) => [Number(r.shard), BigInt(r.n)]));
+  }
+
+  /** Keeps the newest `keep` CRLs of one shard. */
+  async pruneShard(shard: number, keep: number): Promise<void> {
+    const rows = await this.knex('crls').where({ shard }).orderBy('crl_number', 'desc').offset(keep).limit(1).select('crl_number');
+    if (rows.length) await this.knex('crls').where({ shard }).andWhere('crl_number', '<=', rows[0].crl_number).delete();
   }
 }
 
 function toRecord(row: Record<string, unknown>): CrlRecord {
   return {
-    kind: row.kind as 'full' | 'delta',
+    kind: row.kind as CrlRecord['kind'],
+    ...(row.shard == null ? {} : { shard: Number(row.shard) }),
     crlNumber: BigInt(row.crl_number as number),
     baseNumber: row.base_number == null ? null : BigInt(row.base_number as number),
     thisUpdate: new Date(Number(row.this_update)),

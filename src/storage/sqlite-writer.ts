@@ -7,7 +7,7 @@ import type { CheckpointerData } from './sqlite-checkpointer-thread';
 
 /** An issuance write. */
 export type WriterOp =
-  | { kind: 'reserve'; row: [string, string, string, string, string, number, number, string | null, number] }
+  | { kind: 'reserve'; row: [string, string, string, string, string, number, number, string | null, number, (number | null)?] }
   /** the certificate, and the audit event that reports it: one transaction, both or neither */
   | { kind: 'complete'; serial: string; der: Uint8Array; event?: PreparedEvent };
 
@@ -106,7 +106,9 @@ export class SqliteWriter {
     this.db = db;
     this.walPath = `${filename}-wal`;
 
-    const ins = db.prepare('INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    const ins = db.prepare(
+      'INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at, crl_shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    );
     const upd = db.prepare("UPDATE certificates SET state = 'issued', der = ? WHERE serial = ? AND state = 'pending'");
     const head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
     const insertEvent = db.prepare('INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
@@ -118,7 +120,7 @@ export class SqliteWriter {
     };
     const apply = (op: WriterOp): WriterResult => {
       if (op.kind === 'reserve') {
-        ins.run(...op.row);
+        ins.run(...op.row.slice(0, 9), op.row[9] ?? null);
         return null;
       }
       return upd.run(op.der, op.serial).changes === 1 ? null : { code: 'missing' };
