@@ -4,6 +4,7 @@ import * as m002 from './002_crls';
 import * as m003 from './003_audit';
 import * as m004 from './004_crl_index';
 import * as m006 from './006_crl_shards';
+import * as m007 from './007_audit_checkpoint_version';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -15,6 +16,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '003_audit': m003,
   '004_crl_index': m004,
   '006_crl_shards': m006,
+  '007_audit_checkpoint_version': m007,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

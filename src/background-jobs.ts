@@ -37,6 +37,8 @@ export interface BackgroundJobs {
  *   adopted by followers.
  * - Audit checkpoints: the log's head signed at start, every minute and at
  *   a graceful stop (leader).
+ * - Failed authentications: each interval's summaries written (every
+ *   worker), and at a graceful stop, before the last checkpoint.
  */
 export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs {
   const timers: NodeJS.Timeout[] = [];
@@ -58,6 +60,9 @@ export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs
 
   every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => core.responders.ensureFresh(), 'OCSP responder renewal');
 
+  // Failed authentications: one summary per address per interval (every worker, for its own).
+  every(core.authFailures.intervalMs, () => core.authFailures.flush(), 'authentication failure summary');
+
   const signer = leader ? core.auditSigner : undefined;
   const checkpoint = (): Promise<void> => (signer ? core.audit.checkpoint(signer).catch(logFailure(core.log, 'audit checkpoint')) : Promise.resolve());
   if (signer) {
@@ -70,6 +75,7 @@ export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs
       for (const t of timers) clearInterval(t);
       crl.stop();
       await crl.flush();
+      await core.authFailures.flush();
     },
     finalCheckpoint: checkpoint,
   };

@@ -37,6 +37,10 @@ export interface Config {
   /** issuance requests a minute per token and per client address (0: no limit) */
   issueRatePerToken: number;
   issueRatePerAddress: number;
+  /** failed authentications a minute per client address before 429 (0: no limit) */
+  authFailureLimit: number;
+  /** failed authentications are audited as the first at once, then one summary per address per this interval */
+  authFailureAuditIntervalSeconds: number;
   /** serving processes (node:cluster); 1 serves in the main process */
   workers: number;
   /** extra profiles from the config file */
@@ -158,6 +162,8 @@ export function loadConfig(env: Env = process.env): Config {
     workers: intSetting(env, 'HSMCA_WORKERS', 1, 1, 64),
     issueRatePerToken: intSetting(env, 'HSMCA_ISSUE_RATE_PER_TOKEN', 600, 0, 10_000_000),
     issueRatePerAddress: intSetting(env, 'HSMCA_ISSUE_RATE_PER_ADDRESS', 1200, 0, 10_000_000),
+    authFailureLimit: intSetting(env, 'HSMCA_AUTH_FAILURE_LIMIT', 30, 0, 10_000_000),
+    authFailureAuditIntervalSeconds: intSetting(env, 'HSMCA_AUTH_FAILURE_AUDIT_INTERVAL_SECONDS', 60, 1, 86400),
     profiles,
     logLevel,
   };

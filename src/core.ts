@@ -14,6 +14,7 @@ import { Clock, systemClock } from './clock';
 import { Config } from './config';
 import { prepareDataDir } from './data-folder';
 import { Hsm, Signer } from './hsm/hsm';
+import { AuthFailureThrottle } from './http/auth-failure-throttle';
 import { InstrumentedHsm } from './hsm/instrumented';
 import { openConfiguredHsm } from './hsm/open';
 import { Logger, createLogger } from './log';
@@ -60,6 +61,8 @@ export interface Core {
   responders: ResponderCertificateManager;
   ocsp: OcspResponder;
   audit: AuditLog;
+  /** failed authentications: throttled per address, audited first-then-summary (flushed by the background jobs) */
+  authFailures: AuthFailureThrottle;
   /** the HSM key that signs audit checkpoints (AUDIT_KEY_LABEL); undefined only on a follower started before the key existed */
   auditSigner?: Signer;
   close(): Promise<void>;
@@ -98,7 +101,10 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     const hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
     const auditSigner = await openAuditKey(config, hsm, opts.role);
     const services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
-    return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, ...services, close };
+    // Each worker process keeps its own buckets, like the issuance limits.
+    const limitPerMinute = Math.ceil(config.authFailureLimit / config.workers);
+    const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
+    return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
   } catch (e) {
     await close();
     throw e;

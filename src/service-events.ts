@@ -117,10 +117,4 @@ export function crlGenerated(audit: AuditLog, metrics: Metrics): (kind: CrlRecor
   };
 }
 
-/** A failed authentication is counted and audited: the reason, the address and the path; never the presented token. */
-export function authenticationFailed(audit: AuditLog, metrics: Metrics): (e: { error: { code: string }; ip: string | undefined; path: string }) => void {
-  return (e) => {
-    metrics.authFailures.inc();
-    void audit.tryRecord({ type: 'authenticationFailed', actor: 'anonymous', details: { code: e.error.code, ip: e.ip ?? null, path: e.path.slice(0, 200) } });
-  };
-}
+// Failed authentications: see http/auth-failure-throttle.ts (throttled, and audited first-then-summary).

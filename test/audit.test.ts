@@ -428,7 +428,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     await seed(audit, 4, 'b');
     await audit.checkpoint(signer);
     await seed(audit, 4, 'c');
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 20, checkpoints: 2 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 20, checkpoints: 2 });
     const cps = await db.knex('audit_checkpoints').orderBy('seq').select('seq');
     expect(cps.map((c: { seq: number }) => Number(c.seq))).toEqual([11, 16]);
   }
@@ -444,7 +444,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     }
     expect(rows[0].at).toBe(clock.now().getTime());
     expect(JSON.parse(rows[0].details)).toEqual({ i: 0, profile: 'tls-server', sans: ['a.example'] });
-    expect(await audit.verify()).toEqual({ ok: true, events: 5, checkpoints: 0 });
+    expect(await audit.verify()).toMatchObject({ ok: true, events: 5, checkpoints: 0 });
   });
 
   it('writes the specified hash (the writer and the verifier encode alike)', async () => {
@@ -454,7 +454,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
   });
 
   it('verifies an empty log', async () => {
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 0, checkpoints: 0 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 0, checkpoints: 0 });
   });
 
   it.each(SCENARIOS)('catches $name', async (s) => {
@@ -467,7 +467,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
   it('catches a deleted last row when that row is the head a checkpoint signed', async () => {
     await seed(audit, 6);
     await audit.checkpoint(signer); // event 7
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 7, checkpoints: 1 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 7, checkpoints: 1 });
     await db.knex('audit_events').where({ seq: 7 }).delete();
     expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: false, problem: 'removed', firstBadSeq: 7 });
   });
@@ -485,28 +485,30 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
       audit = new AuditLog({ db, clock, log, verifyKey });
       await standardLog();
       await db.knex('audit_events').where('seq', '>', 16).delete();
-      expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 16, checkpoints: 2 });
+      expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 16, checkpoints: 2 });
       const logged = log.lines.filter((l) => l.msg === 'audit checkpoint').map((l) => l.fields);
       expect(logged).toEqual([
-        { seq: 11, headHash: (await row(db.knex, 11)).hash, keyLabel: 'audit-test', signature: expect.any(String) },
-        { seq: 16, headHash: (await row(db.knex, 16)).hash, keyLabel: 'audit-test', signature: expect.any(String) },
+        { seq: 11, headHash: (await row(db.knex, 11)).hash, time: '2025-03-01T10:00:00.000Z', keyLabel: 'audit-test', signature: expect.any(String) },
+        { seq: 16, headHash: (await row(db.knex, 16)).hash, time: '2025-03-01T10:00:00.000Z', keyLabel: 'audit-test', signature: expect.any(String) },
       ]);
-    });
-
-    it('a recomputed chain with the covering checkpoints deleted verifies', async () => {
-      await standardLog();
-      await db.knex('audit_events').where({ seq: 13 }).update({ subject: 'rewritten' });
-      await recomputeFrom(db.knex, 13);
-      await db.knex('audit_checkpoints').where('seq', '>=', 13).delete();
-      expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 20, checkpoints: 1 });
     });
   });
 
+  it('a recomputed chain with the covering checkpoints deleted is caught by the checkpoint event left without its row', async () => {
+    await standardLog();
+    await db.knex('audit_events').where({ seq: 13 }).update({ subject: 'rewritten' });
+    await recomputeFrom(db.knex, 13);
+    await db.knex('audit_checkpoints').where('seq', '>=', 13).delete();
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: false, problem: 'missingCheckpoint', firstBadSeq: 16 });
+  });
+
   it('500 concurrent record() calls make one linear chain, written in a few batches', async () => {
+    // every type but auditCheckpoint, which only checkpoint() writes
+    const RECORDABLE = AUDIT_EVENT_TYPES.filter((type) => type !== 'auditCheckpoint');
     const log = capturingLogger();
     audit = new AuditLog({ db, clock, log, verifyKey });
     await Promise.all(
-      Array.from({ length: 500 }, (_, i) => audit.record({ type: AUDIT_EVENT_TYPES[i % AUDIT_EVENT_TYPES.length], actor: `requester:r${i % 7}`, subject: `s${i}`, details: { i } })),
+      Array.from({ length: 500 }, (_, i) => audit.record({ type: RECORDABLE[i % RECORDABLE.length], actor: `requester:r${i % 7}`, subject: `s${i}`, details: { i } })),
     );
     const seqs = (await db.knex('audit_events').orderBy('seq').select('seq', 'subject')).map((r: { seq: number; subject: string }) => [Number(r.seq), r.subject]);
     expect(seqs).toEqual(Array.from({ length: 500 }, (_, i) => [i + 1, `s${i}`]));
@@ -514,7 +516,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     expect(batches.reduce((n, l) => n + Number(l.fields?.events), 0)).toBe(500);
     expect(batches.length).toBeLessThanOrEqual(5);
     await audit.checkpoint(signer);
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 501, checkpoints: 1 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 501, checkpoints: 1 });
   });
 
   it('two AuditLog instances on two connections (two processes) appending concurrently make one linear chain', async () => {
@@ -539,8 +541,8 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     const turns = rows.map((r: { actor: string }) => r.actor).filter((a: string) => a === 'admin:one' || a === 'admin:two');
     expect(turns.filter((a: string, i: number) => i > 0 && a !== turns[i - 1]).length).toBeGreaterThanOrEqual(2);
     expect(ckpts).toBeGreaterThanOrEqual(2);
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: rows.length, checkpoints: ckpts });
-    expect(await verifyAuditChain(db2, verifyKey)).toEqual({ ok: true, events: rows.length, checkpoints: ckpts });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: rows.length, checkpoints: ckpts });
+    expect(await verifyAuditChain(db2, verifyKey)).toMatchObject({ ok: true, events: rows.length, checkpoints: ckpts });
   });
 
   it('two real processes and this one appending at once make one linear chain', async () => {
@@ -563,7 +565,7 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     // the three writers really took turns (each wave is one batch, so a switch of writer is a transaction boundary)
     const switches = actors.filter((a: string, i: number) => i > 0 && a !== actors[i - 1] && a !== 'system' && actors[i - 1] !== 'system').length;
     expect(switches).toBeGreaterThanOrEqual(5);
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: rows.length, checkpoints: ckpts });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: rows.length, checkpoints: ckpts });
   });
 
   it('refuses a second successor of the same event at the database (the chain cannot fork)', async () => {
@@ -589,10 +591,10 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     await seed(audit, 3);
     await audit.checkpoint(signer);
     await audit.checkpoint(signer);
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 4, checkpoints: 1 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 4, checkpoints: 1 });
     await seed(audit, 1);
     await audit.checkpoint(signer);
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 6, checkpoints: 2 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 6, checkpoints: 2 });
     const cp = await row(db.knex, 6);
     expect(cp.type).toBe('auditCheckpoint');
     expect(JSON.parse(cp.details)).toEqual({ previousCheckpoint: { seq: 4, headHash: (await row(db.knex, 4)).hash } });
@@ -665,11 +667,16 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     await audit.close();
     await expect(pending).resolves.toBeUndefined();
     await expect(audit.record({ type: 'crlGenerated', actor: 'system' })).rejects.toMatchObject({ kind: 'unavailable' });
-    expect(await verifyAuditChain(db, verifyKey)).toEqual({ ok: true, events: 1, checkpoints: 0 });
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 1, checkpoints: 0 });
   });
 
   it('rejects an unknown event type', async () => {
     await expect(audit.record({ type: 'nonsense' as AuditEventType, actor: 'system' })).rejects.toBeInstanceOf(CaError);
+  });
+
+  it('refuses auditCheckpoint events from record(): only checkpoint() writes them, each with its signed row', async () => {
+    await expect(audit.record({ type: 'auditCheckpoint', actor: 'system' })).rejects.toBeInstanceOf(CaError);
+    expect(await verifyAuditChain(db, verifyKey)).toMatchObject({ ok: true, events: 0 });
   });
 
   it('lists oldest first with a cursor', async () => {
@@ -758,7 +765,12 @@ describe.each(DATABASES)('audit log on %s', (kind) => {
     it('GET /api/v1/audit/verify reports the chain', async () => {
       await seed(audit, 4);
       await audit.checkpoint(signer);
-      expect((await get('/api/v1/audit/verify')).body).toEqual({ ok: true, events: 5, checkpoints: 1 });
+      expect((await get('/api/v1/audit/verify')).body).toEqual({
+        ok: true,
+        events: 5,
+        checkpoints: 1,
+        newestCheckpoint: { seq: 5, headHash: expect.stringMatching(/^[0-9a-f]{64}$/), keyLabel: 'audit-test', signedAt: '2025-03-01T10:00:00.000Z' },
+      });
       await db.knex('audit_events').where({ seq: 2 }).update({ actor: 'admin:bob' });
       expect((await get('/api/v1/audit/verify')).body).toEqual({ ok: false, firstBadSeq: 2, problem: 'changed', message: expect.stringContaining('event 2') });
     });

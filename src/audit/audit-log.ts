@@ -6,8 +6,9 @@ import { Logger } from '../log';
 import { Database, isUniqueViolation, storageError } from '../storage/database';
 import { Appended, EventRow, PreparedEvent, appendChainKnex } from './chain';
 import { canonicalJson, wellFormed } from './canonical-json';
-import { checkpointPayload, signatureValid } from './checkpoint';
+import { checkpointPayloadV2, signatureValid } from './checkpoint';
 import { AUDIT_EVENT_TYPES, AuditEvent, AuditEventInput, AuditEventType } from './events';
+import type { AuditAnchor } from './anchor';
 import { AuditVerifyKey, AuditVerifyResult, verifyAuditChain } from './verify';
 
 /**
@@ -43,28 +44,33 @@ import { AuditVerifyKey, AuditVerifyResult, verifyAuditChain } from './verify';
  * never fork even if a writer ignored the lock (a violation is retried).
  *
  * Checkpoints. checkpoint(signer) appends an 'auditCheckpoint' event and
- * signs (seq, hash) of that event with an HSM key (`checkpointPayload`). An
- * attacker with write access to the database can edit an event and recompute
- * every later hash, and the chain then verifies on its own; what it cannot do
- * is produce the HSM's signature over the new head. So verify compares every
- * checkpoint's signed head with the chain as it is now.
+ * signs (seq, hash, time) of that event with an HSM key (payload v2,
+ * `checkpointPayloadV2`; rows from before v2 signed (seq, hash) and still
+ * verify as v1). An attacker with write access to the database can edit an
+ * event and recompute every later hash, and the chain then verifies on its
+ * own; what it cannot do is produce the HSM's signature over the new head.
+ * So verify compares every checkpoint's signed head with the chain as it is
+ * now, and requires a signed row for every 'auditCheckpoint' event (deleting
+ * the rows to rewrite what they covered is caught: 'missingCheckpoint').
  *
  * What verifyAuditChain proves (given the key lookup, so that signatures are
  * checked against the HSM's public keys, never keys stored in the database):
- * every event up to the last surviving checkpoint is exactly as written, in
- * order, with nothing removed or inserted. Without recomputation, a change anywhere is
- * pinpointed to the exact event; with recomputation, the checkpoint catches
- * it and the report names the first event after the previous good checkpoint
- * (the change lies between the two checkpoints: the hashes that would locate
- * it more precisely were rewritten too).
+ * every event up to the newest surviving signed checkpoint is exactly as
+ * written, in order, with nothing removed or inserted. Without recomputation,
+ * a change anywhere is pinpointed to the exact event; with recomputation, the
+ * checkpoint catches it and the report names the first event after the
+ * previous good checkpoint (the change lies between the two checkpoints: the
+ * hashes that would locate it more precisely were rewritten too).
  *
- * What it does not prove: events after the last checkpoint are only protected
- * by the unkeyed chain (anyone with write access can append, or cut the tail
- * and re-append); and someone who can delete checkpoint rows can roll the log
- * back to before the last checkpoint that still exists. Both are caught only
- * against a copy of a checkpoint kept elsewhere: each checkpoint is logged
- * (seq, head hash, signature) at info level, so a log shipped off the host is
- * that copy. Checkpoint `at` is informational and not signed.
+ * What it does not prove on its own: events after the newest signed
+ * checkpoint are only protected by the unkeyed chain, and someone who can
+ * write the database can cut the log back to any signed checkpoint (deleting
+ * the later events and rows together) and append a different tail. Both are
+ * caught against an anchor, a signed checkpoint copied out of the database
+ * (anchor.ts; `hsmca audit checkpoint --export`); each checkpoint is also
+ * logged (seq, head hash, time, signature) at info level, so a log shipped
+ * off the host holds anchors too. verify reports the newest signed
+ * checkpoint (seq and signed time) so that its age can be watched.
  */
 
 // ------------------------------------------------------------ the log
@@ -106,6 +112,8 @@ export class AuditLog {
   private drained: (() => void)[] = [];
   private checkpointing: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** set while checkpoint() prepares its own event */
+  private signing = false;
 
   constructor(
     private readonly deps: {
@@ -173,9 +181,9 @@ export class AuditLog {
     }
   }
 
-  /** verifyAuditChain with the key lookup this log was given. */
-  verify(): Promise<AuditVerifyResult> {
-    return verifyAuditChain(this.deps.db, this.deps.verifyKey);
+  /** verifyAuditChain with the key lookup this log was given (and an anchor kept outside the database, if any). */
+  verify(opts: { anchor?: AuditAnchor } = {}): Promise<AuditVerifyResult> {
+    return verifyAuditChain(this.deps.db, this.deps.verifyKey, opts);
   }
 
   // ------------------------------------------------------------ appending
@@ -201,6 +209,8 @@ export class AuditLog {
    */
   prepare(e: AuditEventInput): Prepared {
     if (!(AUDIT_EVENT_TYPES as readonly string[]).includes(e.type)) throw new CaError('internal', 'internalError', `unknown audit event type "${String(e.type)}"`);
+    // Only checkpoint() writes these: verify requires a signed row for each.
+    if (e.type === 'auditCheckpoint' && !this.signing) throw new CaError('internal', 'internalError', 'auditCheckpoint events are written by checkpoint() only');
     const actor = Array.from(wellFormed(String(e.actor ?? '') || 'unknown')).slice(0, 255).join('');
     const subject = e.subject === undefined || e.subject === null ? null : wellFormed(String(e.subject));
     const details = canonicalJson(e.details ?? {});
@@ -268,6 +278,7 @@ export class AuditLog {
 
   private async signCheckpoint(signer: Signer): Promise<void> {
     await this.flush();
+    await this.completeInterrupted(signer);
     let head: { seq: number; hash: string } | undefined;
     let last: { seq: number; head_hash: string } | undefined;
     try {
@@ -277,24 +288,64 @@ export class AuditLog {
       throw storageError(e);
     }
     if (head && last && Number(last.seq) === Number(head.seq) && last.head_hash === head.hash) return;
-    const { seq, hash } = await this.append({
-      type: 'auditCheckpoint',
-      actor: 'system',
-      subject: signer.label,
-      details: { previousCheckpoint: last ? { seq: Number(last.seq), headHash: last.head_hash } : null },
-    });
-    const payload = checkpointPayload(seq, hash);
+    let appended: Promise<Appended>;
+    this.signing = true;
+    try {
+      appended = this.append({
+        type: 'auditCheckpoint',
+        actor: 'system',
+        subject: signer.label,
+        details: { previousCheckpoint: last ? { seq: Number(last.seq), headHash: last.head_hash } : null },
+      });
+    } finally {
+      this.signing = false;
+    }
+    const { seq, hash } = await appended;
+    await this.storeCheckpoint(signer, seq, hash);
+  }
+
+  /**
+   * An 'auditCheckpoint' event after the newest signed row has no row of its
+   * own when the process stopped (or the HSM failed) between appending it and
+   * storing its signature; verify would report it as missing. Its head is
+   * signed now. This gives nobody more than they had: whoever can write the
+   * database can already cut the log back to the newest signed row and
+   * append anything, which the next checkpoint then signs (docs/security.md).
+   */
+  private async completeInterrupted(signer: Signer): Promise<void> {
+    let pending: { seq: number; hash: string }[];
+    try {
+      const last = await this.knex('audit_checkpoints').max<{ m: number | string | null }[]>({ m: 'seq' });
+      pending = await this.knex('audit_events')
+        .where({ type: 'auditCheckpoint' })
+        .andWhere('seq', '>', Number(last[0]?.m ?? 0))
+        .orderBy('seq', 'asc')
+        .select('seq', 'hash');
+    } catch (e) {
+      throw storageError(e);
+    }
+    for (const p of pending) {
+      this.deps.log.warn('audit: signing a checkpoint that was interrupted', { seq: Number(p.seq) });
+      await this.storeCheckpoint(signer, Number(p.seq), p.hash);
+    }
+  }
+
+  /** Signs (seq, head hash, time) with the HSM key (payload v2), checks the signature, stores the row and logs it. */
+  private async storeCheckpoint(signer: Signer, seq: number, hash: string): Promise<void> {
+    const at = this.deps.clock.now().getTime();
+    const payload = checkpointPayloadV2(seq, hash, at);
     const signature = await signer.sign(payload);
     if (!signatureValid(signer.publicKey, payload, signature)) {
       throw new CaError('internal', 'internalError', `the audit checkpoint signature by key ${signer.label} does not verify`);
     }
-    const at = this.deps.clock.now().getTime();
     try {
-      await this.knex('audit_checkpoints').insert({ seq, head_hash: hash, signature, key_label: signer.label, at });
+      await this.knex('audit_checkpoints').insert({ seq, head_hash: hash, signature, key_label: signer.label, at, version: 2 });
     } catch (e) {
+      // Another process completed this checkpoint first (completeInterrupted): its row signs the same head.
+      if (isUniqueViolation(e)) return;
       throw storageError(e);
     }
-    // The copy kept elsewhere: with it, a rolled-back or truncated log is caught too.
-    this.deps.log.info('audit checkpoint', { seq, headHash: hash, keyLabel: signer.label, signature: signature.toString('base64') });
+    // A copy kept elsewhere (an anchor): with it, a rolled-back or truncated log is caught too.
+    this.deps.log.info('audit checkpoint', { seq, headHash: hash, time: new Date(at).toISOString(), keyLabel: signer.label, signature: signature.toString('base64') });
   }
 }

@@ -9,6 +9,7 @@ export const AUDIT_EVENT_TYPES = [
   'tokenRevoked',
   'crlGenerated',
   'authenticationFailed',
+  'authenticationFailures',
   'issuanceRefused',
   'lintFailed',
   'auditCheckpoint',

@@ -1,17 +1,40 @@
 import { CaError } from '../errors';
 import { Database, storageError } from '../storage/database';
 import { AuditEventFields, EventRow, ZERO_HASH, eventHash } from './chain';
-import { checkpointPayload, signatureValid } from './checkpoint';
+import { AuditAnchor, anchorProblem } from './anchor';
+import { checkpointPayloadOf, signatureValid } from './checkpoint';
 
 /**
  * Verification of the audit chain and its checkpoints (audit-log.ts describes
  * what it proves and what it does not).
  */
 
-export type AuditVerifyProblem = 'changed' | 'removed' | 'reordered' | 'inserted' | 'badCheckpoint';
+export type AuditVerifyProblem =
+  | 'changed'
+  | 'removed'
+  | 'reordered'
+  | 'inserted'
+  | 'badCheckpoint'
+  /** an auditCheckpoint event of the chain has no signed checkpoint row */
+  | 'missingCheckpoint'
+  /** the anchor given is forged or altered (or cannot be checked) */
+  | 'badAnchor'
+  /** the log, or its newest signed checkpoint, ends before the anchor's event */
+  | 'rolledBack'
+  /** the chain at the anchor's event no longer has the anchor's head hash */
+  | 'anchorMismatch';
+
+/** The newest signed checkpoint: how far the log is protected by an HSM signature. */
+export interface NewestCheckpoint {
+  seq: number;
+  headHash: string;
+  keyLabel: string;
+  /** the signed time (ISO 8601); null for a v1 checkpoint, whose time was not signed */
+  signedAt: string | null;
+}
 
 export type AuditVerifyResult =
-  | { ok: true; events: number; checkpoints: number }
+  | { ok: true; events: number; checkpoints: number; newestCheckpoint: NewestCheckpoint | null; anchor?: { seq: number; headHash: string } }
   | { ok: false; firstBadSeq: number; problem: AuditVerifyProblem; message: string };
 
 /** Returns the DER SubjectPublicKeyInfo of the key under a label, or undefined. */
@@ -27,6 +50,8 @@ interface CheckpointRow {
   head_hash: string;
   signature: Buffer;
   key_label: string;
+  at: number;
+  version: number;
 }
 
 const PAGE = 1000;
@@ -46,9 +71,14 @@ const PAGE = 1000;
  * for its label ('badCheckpoint'; skipped when verifyKey is not given), that
  * its event exists ('removed': the log was cut after it) and that its signed
  * head is the event's hash now ('changed': the chain was recomputed after a
- * change; the first event after the previous good checkpoint is named).
+ * change; the first event after the previous good checkpoint is named); and
+ * that every 'auditCheckpoint' event has a signed row ('missingCheckpoint':
+ * rows were deleted, perhaps to rewrite the events they covered). v1 rows
+ * verify over (seq, head), v2 rows over (seq, head, time).
+ *
+ * With an anchor (anchor.ts), the verified chain is then compared with it.
  */
-export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey): Promise<AuditVerifyResult> {
+export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey, opts: { anchor?: AuditAnchor } = {}): Promise<AuditVerifyResult> {
   const knex = db.knex;
   const bad = (firstBadSeq: number, problem: AuditVerifyProblem, message: string): AuditVerifyResult => ({ ok: false, firstBadSeq, problem, message });
   const keys = new Map<string, Buffer | undefined>();
@@ -64,7 +94,9 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
     }
     const spki = keys.get(cp.key_label);
     if (!spki) return `checkpoint ${cp.id} (event ${cp.seq}) names key "${cp.key_label}", which the HSM does not hold`;
-    if (!signatureValid(spki, checkpointPayload(Number(cp.seq), cp.head_hash), Buffer.from(cp.signature))) {
+    const payload = checkpointPayloadOf({ version: cp.version, seq: cp.seq, headHash: cp.head_hash, at: cp.at });
+    if (!payload) return `checkpoint ${cp.id} (event ${cp.seq}) has payload version ${cp.version}, which this version of hsmca does not know`;
+    if (!signatureValid(spki, payload, Buffer.from(cp.signature))) {
       return `checkpoint ${cp.id} (event ${cp.seq}): the signature by key "${cp.key_label}" does not verify: the checkpoint is forged or was altered`;
     }
     return undefined;
@@ -72,8 +104,8 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
 
   let checkpoints: CheckpointRow[];
   try {
-    checkpoints = (await knex('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'head_hash', 'signature', 'key_label')).map(
-      (c: CheckpointRow) => ({ ...c, id: Number(c.id), seq: Number(c.seq) }),
+    checkpoints = (await knex('audit_checkpoints').orderBy([{ column: 'seq' }, { column: 'id' }]).select('id', 'seq', 'head_hash', 'signature', 'key_label', 'at', 'version')).map(
+      (c: CheckpointRow) => ({ ...c, id: Number(c.id), seq: Number(c.seq), at: Number(c.at), version: Number(c.version) }),
     );
   } catch (e) {
     throw storageError(e);
@@ -84,6 +116,7 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
   let prev: EventRow | undefined;
   let events = 0;
   let after: number | undefined;
+  let hashAtAnchor: string | undefined;
   for (;;) {
     let rows: EventRow[];
     try {
@@ -123,6 +156,7 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
       }
       if (!hashOk) return bad(r.seq, 'changed', `event ${r.seq} was changed: its content no longer has its recorded hash`);
 
+      let signed = false;
       while (ci < checkpoints.length && checkpoints[ci].seq <= r.seq) {
         const cp = checkpoints[ci++];
         const sigProblem = await signatureProblem(cp);
@@ -137,7 +171,16 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
           );
         }
         lastGoodCheckpoint = r.seq;
+        signed = true;
       }
+      if (r.type === 'auditCheckpoint' && !signed) {
+        return bad(
+          r.seq,
+          'missingCheckpoint',
+          `event ${r.seq} is a checkpoint, but no signed checkpoint of it exists: its row was deleted (the events after checkpoint ${lastGoodCheckpoint || 'none'} may have been rewritten), or its signing was interrupted and no checkpoint has run since`,
+        );
+      }
+      if (r.seq === opts.anchor?.seq) hashAtAnchor = r.hash;
       prev = r;
     }
     if (rows.length < PAGE) break;
@@ -152,5 +195,15 @@ export async function verifyAuditChain(db: Database, verifyKey?: AuditVerifyKey)
     const first = (prev?.seq ?? 0) + 1;
     return bad(first, 'removed', `checkpoint ${cp.id} signed event ${cp.seq}, but the log ends at ${prev?.seq ?? 0}: events from ${first} on were removed`);
   }
-  return { ok: true, events, checkpoints: checkpoints.length };
+  const newest = checkpoints[checkpoints.length - 1];
+  const newestCheckpoint: NewestCheckpoint | null = newest
+    ? { seq: newest.seq, headHash: newest.head_hash, keyLabel: newest.key_label, signedAt: newest.version >= 2 ? new Date(newest.at).toISOString() : null }
+    : null;
+  const anchor = opts.anchor;
+  if (anchor) {
+    const p = await anchorProblem(anchor, { lastSeq: prev?.seq ?? 0, hashAtAnchor, checkpointSeqs: checkpoints.map((c) => c.seq) }, verifyKey);
+    if (p) return { ok: false, ...p };
+    return { ok: true, events, checkpoints: checkpoints.length, newestCheckpoint, anchor: { seq: anchor.seq, headHash: anchor.headHash } };
+  }
+  return { ok: true, events, checkpoints: checkpoints.length, newestCheckpoint };
 }

@@ -1,6 +1,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { AuditLog } from '../audit/audit-log';
+import { AUDIT_KEY_LABEL } from '../audit/events';
+import type { Signer } from '../hsm/hsm';
 import { TokenService } from '../auth/tokens';
 import { Clock, systemClock } from '../clock';
 import { Config } from '../config';
@@ -34,8 +36,9 @@ export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenSer
 /**
  * `hsmca audit verify` needs the database and the HSM's public keys (to check
  * checkpoint signatures): no CA start-up, no key generation, nothing written.
+ * `hsmca audit checkpoint` also signs with the audit key, when it exists.
  */
-export async function openAuditAdmin(config: Config): Promise<{ audit: AuditLog; close(): Promise<void> }> {
+export async function openAuditAdmin(config: Config): Promise<{ audit: AuditLog; db: Database; signer?: Signer; close(): Promise<void> }> {
   if (config.hsm === 'soft' && !fs.existsSync(path.join(config.dataDir, 'soft-hsm.json'))) {
     throw new StartupError(`HSMCA_DATA_DIR: no CA has been initialised in ${config.dataDir}; run hsmca init first`);
   }
@@ -48,9 +51,13 @@ export async function openAuditAdmin(config: Config): Promise<{ audit: AuditLog;
     throw e;
   }
   const audit = new AuditLog({ db, clock: systemClock, log: createLogger(config.logLevel), verifyKey: async (label) => (await hsm.getKey(label))?.publicKey });
+  const key = await hsm.getKey(AUDIT_KEY_LABEL).catch(() => undefined);
   return {
     audit,
+    db,
+    signer: key ? await hsm.signer(key.label) : undefined,
     close: async () => {
+      await audit.close().catch(() => undefined);
       await hsm.close().catch(() => undefined);
       await db.close();
     },

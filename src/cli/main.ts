@@ -4,7 +4,8 @@ import { ConfigError, StartupError, CaError } from '../errors';
 import { openCore } from '../core';
 import { openConfiguredHsm } from '../hsm/open';
 import { startService } from '../service';
-import { openAuditAdmin, openTokenAdmin } from './admin-openers';
+import { openTokenAdmin } from './admin-openers';
+import { AUDIT_USAGE, auditCommand } from './audit-command';
 import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
 import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
@@ -23,8 +24,7 @@ const USAGE = `usage: hsmca <command>
   hsm list                               tokens, keys, their security attributes, health
   hsm keygen --label L [--algorithm A]   generate a key pair inside the HSM
   hsm add-token LABEL                    clone the CA keys to a new token of the PKCS#11 cluster
-  audit verify                           check the audit log's hash chain and signed checkpoints;
-                                         exit 1 naming the first bad event
+${AUDIT_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -54,7 +54,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'token':
         return await token(rest);
       case 'audit':
-        return await audit(rest);
+        return await auditCommand(rest);
       case 'hsm':
         return await hsmCommand(rest);
       case undefined:
@@ -265,22 +265,5 @@ async function hsmCommand(argv: string[]): Promise<number> {
     throw e;
   } finally {
     await hsm.close();
-  }
-}
-
-async function audit(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'verify' || rest.length > 0) throw new CaError('badRequest', 'usage', 'usage: hsmca audit verify');
-  const admin = await openAuditAdmin(loadConfig());
-  try {
-    const r = await admin.audit.verify();
-    if (r.ok) {
-      process.stdout.write(`audit chain OK: ${r.events} events, ${r.checkpoints} checkpoints\n`);
-      return 0;
-    }
-    process.stdout.write(`audit chain BROKEN at event ${r.firstBadSeq} (${r.problem}): ${r.message}\n`);
-    return 1;
-  } finally {
-    await admin.close();
   }
 }

@@ -3,7 +3,6 @@ import type { AddressInfo } from 'node:net';
 import { scopeAllowsRevoke } from '../auth/scope';
 import type { Core } from '../core';
 import { StartupError } from '../errors';
-import { authenticationFailed } from '../service-events';
 import { IssuanceRateLimit } from './rate-limit';
 import { Route } from './route';
 import { createRouter } from './router';
@@ -62,7 +61,7 @@ async function health(core: Core): Promise<Health> {
 export function createRequestListener(core: Core): http.RequestListener {
   return createRouter(serviceRoutes(core), {
     authenticate: (authorization) => core.tokens.authenticate(authorization),
-    hooks: { failed: authenticationFailed(core.audit, core.metrics) },
+    hooks: { admit: (ip) => core.authFailures.admit(ip), failed: (e) => core.authFailures.failed(e) },
     metrics: core.metrics,
     log: core.log,
     maxBodyBytes: core.config.maxBodyBytes,

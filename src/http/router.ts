@@ -12,6 +12,8 @@ import { Access, Route, RouteContext } from './route';
 
 /** A failed authentication, for metrics and the audit log (never the presented token). */
 export interface AuthHooks {
+  /** before a token is looked up: throws CaError (429) to refuse the client's address */
+  admit?(ip: string | undefined): void;
   failed?(e: { error: CaError; ip: string | undefined; path: string }): void;
 }
 
@@ -64,7 +66,8 @@ const isAborted = (e: unknown) => e === BODY_ABORTED || (e as { type?: string })
  *
  *   match (method and path; HEAD is answered by the GET route)
  *   → security headers, no-store under /api, metrics
- *   → authentication and role (401, 403; failures reported to the hooks)
+ *   → authentication and role (429 for an address with too many failures,
+ *     401, 403; failures reported to the hooks)
  *   → admission (rate limits)
  *   → the JSON body, read only now, under its limit
  *   → the handler
@@ -108,6 +111,7 @@ export function createRouter(routes: readonly Route[], deps: RouterDeps): Reques
       if (!isLoopback(req.socket.remoteAddress)) throw new CaError('forbidden', 'forbidden', 'metrics are served to the local host only');
       return undefined;
     }
+    deps.hooks?.admit?.(req.socket.remoteAddress);
     let principal: AuthenticatedToken;
     try {
       principal = await deps.authenticate(req.headers.authorization);
