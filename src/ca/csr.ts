@@ -2,6 +2,8 @@ import { createPublicKey, verify as cryptoVerify, KeyObject } from 'node:crypto'
 import * as der from '../asn1/der';
 import { OID } from '../asn1/oids';
 import { CaError } from '../errors';
+import { validALabel } from './lint/rules/e_idn_dnsname_malformed_unicode';
+import { ATTRIBUTES as SUBJECT_ATTRIBUTES, StringType } from './lint/rules/subject-attributes';
 import { SanType } from './profiles';
 
 /** Largest CSR accepted (contract section 4). */
@@ -241,6 +243,30 @@ function parseStructure(csr: Buffer) {
   };
 }
 
+const STRING_TYPE_OF_TAG: Record<number, StringType> = { [der.Tag.UTF8_STRING]: 'utf8String', [der.Tag.PRINTABLE_STRING]: 'printableString', [der.Tag.IA5_STRING]: 'ia5String' };
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/**
+ * A subject attribute as a certificate may carry it (RFC 5280 4.1.2.6 and
+ * appendix A): the string types its attribute allows, its upper bound, a
+ * PrintableString's alphabet, a two-letter country. These are the rules the
+ * pre-issuance lint holds certificates to (lint/rules/subject-attributes.ts):
+ * checked here, a client's CSR that breaks one gets 422 naming it, not a
+ * refused signature.
+ */
+function checkSubjectAttribute(oid: string, tag: number, value: string): void {
+  const spec = SUBJECT_ATTRIBUTES[oid];
+  const name = spec?.name ?? NAME_ATTRS[oid] ?? oid;
+  const allowed = spec?.types ?? ['utf8String', 'printableString'];
+  const type = STRING_TYPE_OF_TAG[tag];
+  if (!type || !allowed.includes(type)) {
+    throw new CaError('policy', 'invalidSubject', `the subject's ${name} must be a ${allowed.map((t) => t.replace('String', ' string').replace('utf8', 'UTF-8')).join(' or ')}`);
+  }
+  if (spec && [...value].length > spec.max) throw new CaError('policy', 'nameTooLong', `the subject's ${name} is longer than ${spec.max} characters`);
+  if (type === 'printableString' && !PRINTABLE.test(value)) throw new CaError('policy', 'invalidSubject', `the subject's ${name} has characters a printable string cannot hold`);
+  if (spec?.name === 'countryName' && !/^[A-Za-z]{2}$/.test(value)) throw new CaError('policy', 'invalidSubject', 'the subject\'s countryName must be two letters');
+}
+
 /** A DER Name as the API shows subjects (RFC 4514 order, most significant last). */
 export function nameText(name: Buffer): string {
   return readName(der.readTop(name)).text;
@@ -265,6 +291,7 @@ function readName(name: der.Element): { text: string; commonNames: string[] } {
         if (v.length > MAX_CN_LENGTH) throw new CaError('policy', 'nameTooLong', `the subject common name is longer than ${MAX_CN_LENGTH} characters`);
         commonNames.push(v);
       }
+      checkSubjectAttribute(oid, value.tag, v);
       parts.push(`${NAME_ATTRS[oid] ?? oid}=${v.replace(/([,+"\\<>;=])/g, '\\$1')}`);
     }
   }
@@ -356,7 +383,8 @@ export function validDnsName(name: string): boolean {
   if (name.length === 0 || name.length > MAX_DNS_LENGTH) return false;
   const labels = name.split('.');
   if (labels.length < 1) return false;
-  return labels.every((l, i) => (i === 0 && l === '*' && labels.length > 2) || /^(?!-)[a-z0-9-]{1,63}(?<!-)$/.test(l));
+  // an xn-- label must be a valid A-label (RFC 5890 2.3.2.1), as the lint checks
+  return labels.every((l, i) => (i === 0 && l === '*' && labels.length > 2) || (/^(?!-)[a-z0-9-]{1,63}(?<!-)$/.test(l) && (!/^xn--/.test(l) || validALabel(l))));
 }
 
 export function sanTypesPresent(s: Sans): SanType[] {
