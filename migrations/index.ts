@@ -3,6 +3,7 @@ import * as m001 from './001_initial';
 import * as m002 from './002_crls';
 import * as m003 from './003_audit';
 import * as m004 from './004_crl_index';
+import * as m005 from './005_blocked_keys';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -13,6 +14,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '002_crls': m002,
   '003_audit': m003,
   '004_crl_index': m004,
+  '005_blocked_keys': m005,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

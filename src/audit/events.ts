@@ -10,6 +10,9 @@ export const AUDIT_EVENT_TYPES = [
   'crlGenerated',
   'authenticationFailed',
   'issuanceRefused',
+  'weakKeyRefused',
+  'blockedKeyRefused',
+  'keyBlocked',
   'auditCheckpoint',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

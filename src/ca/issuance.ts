@@ -89,6 +89,8 @@ export class IssuanceService {
       log: Logger;
       policy?: IssuancePolicy;
       hooks?: IssuanceHooks;
+      /** refuses a CSR whose key is blocked (goodkey/blocked-keys.ts) */
+      blockedKeys?: { check(spki: Buffer): Promise<void> };
     },
   ) {
     const { issuing, root } = deps.hierarchy;
@@ -111,6 +113,7 @@ export class IssuanceService {
     const req = body as IssueRequest;
     try {
       const csr = parseCsrSync(csrFromPem(req.csr));
+      await this.deps.blockedKeys?.check(csr.spki);
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);
