@@ -76,3 +76,21 @@ export function ecPointWeakness(curve: EcCurveName, point: Buffer): EcWeakness |
   }
   return 'pointEncoding';
 }
+
+/**
+ * The uncompressed form (04 || x || y) of a compressed point (02/03 || x),
+ * or undefined when it is not a point of the curve. Both curves have
+ * p = 3 (mod 4), so a square root of a is a^((p+1)/4).
+ */
+export function decompressPoint(curve: EcCurveName, point: Buffer): Buffer | undefined {
+  const c = CURVES[curve];
+  if ((point[0] !== 0x02 && point[0] !== 0x03) || point.length !== 1 + c.size) return undefined;
+  const x = big(point.subarray(1));
+  if (x >= c.p) return undefined;
+  const rhs = curveRhs(x, c);
+  let y = modPow(rhs, (c.p + 1n) / 4n, c.p);
+  if ((y * y) % c.p !== rhs) return undefined;
+  if (Number(y & 1n) !== (point[0] & 1)) y = (c.p - y) % c.p;
+  const hex = (v: bigint) => Buffer.from(v.toString(16).padStart(c.size * 2, '0'), 'hex');
+  return Buffer.concat([Buffer.from([0x04]), hex(x), hex(y)]);
+}

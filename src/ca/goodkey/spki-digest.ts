@@ -1,5 +1,7 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import * as der from '../../asn1/der';
+import { OID } from '../../asn1/oids';
+import { decompressPoint } from './ec';
 
 // The AlgorithmIdentifier prefixes of the SPKI forms that are already
 // canonical: rsaEncryption with NULL parameters, and ecPublicKey on P-256 or
@@ -28,28 +30,34 @@ function isCanonical(spki: Buffer): boolean {
   }
 }
 
+/** The canonical DER of an SPKI in another form; undefined for what cannot be read (hashed as given). */
+function canonicalForm(spki: Buffer): Buffer | undefined {
+  try {
+    const [alg, bits] = der.children(der.readTop(spki), 2);
+    const [algOid, param] = der.children(alg, 2);
+    if (der.readOid(algOid) === OID.ecPublicKey && param?.tag === der.Tag.OID) {
+      // Rebuilt here rather than through node:crypto: a key holding the point at infinity imports, and exporting it
+      // as JWK aborts the process (node 20).
+      const curve = param && der.readOid(param);
+      const prefix = curve === OID.prime256v1 ? EC_P256_UNCOMPRESSED : curve === OID.secp384r1 ? EC_P384_UNCOMPRESSED : undefined;
+      const point = der.content(bits).subarray(1);
+      const full = prefix && decompressPoint(curve === OID.prime256v1 ? 'P-256' : 'P-384', point);
+      return full ? Buffer.concat([prefix.subarray(0, prefix.length - 1), full]) : undefined;
+    }
+    return createPublicKey({ key: spki, format: 'der', type: 'spki' }).export({ format: 'der', type: 'spki' });
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The SHA-256 (hex) of a public key's SubjectPublicKeyInfo, as Boulder's
  * blocked-keys table keys it (core.KeyDigest): of the canonical DER, so the
  * same key compressed or uncompressed, or RSA with absent or NULL
  * parameters, has one digest. Canonical forms, the usual case, are hashed as
- * they are; others are re-encoded through node:crypto; what it cannot read
- * is hashed as given.
+ * they are; others are re-encoded; what cannot be read is hashed as given.
  */
 export function spkiSha256(spki: Buffer): string {
-  let der = spki;
-  if (!isCanonical(spki)) {
-    try {
-      const key = createPublicKey({ key: spki, format: 'der', type: 'spki' });
-      // OpenSSL keeps a compressed point compressed when it exports the key; the JWK form has both coordinates.
-      const jwk = key.asymmetricKeyType === 'ec' ? key.export({ format: 'jwk' }) : undefined;
-      const prefix = jwk?.crv === 'P-256' ? EC_P256_UNCOMPRESSED : jwk?.crv === 'P-384' ? EC_P384_UNCOMPRESSED : undefined;
-      der = prefix
-        ? Buffer.concat([prefix, Buffer.from(jwk!.x!, 'base64url'), Buffer.from(jwk!.y!, 'base64url')])
-        : key.export({ format: 'der', type: 'spki' });
-    } catch {
-      der = spki;
-    }
-  }
-  return createHash('sha256').update(der).digest('hex');
+  const canonical = isCanonical(spki) ? spki : (canonicalForm(spki) ?? spki);
+  return createHash('sha256').update(canonical).digest('hex');
 }
