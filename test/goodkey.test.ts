@@ -188,6 +188,23 @@ describe('goodkey: the SPKI digest', () => {
   });
 });
 
+describe('goodkey: unreadable keys', () => {
+  const derLib = require('../src/asn1/der') as typeof import('../src/asn1/der');
+  const p256Spki = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' });
+  it.each([
+    // found by the hostile-input test: the curve OID with a non-minimal arc (80 07)
+    ['a curve OID with a non-minimal arc', () => Buffer.from(p256Spki().toString('hex').replace('2a8648ce3d030107', '2a8648ce3d038007'), 'hex')],
+    ['an RSA key that is not a SEQUENCE', () => derLib.seq(derLib.seq(derLib.oid('1.2.840.113549.1.1.1'), derLib.nul()), derLib.bits(Buffer.from([1, 2, 3])))],
+    ['an RSA key with a negative modulus', () => derLib.seq(derLib.seq(derLib.oid('1.2.840.113549.1.1.1'), derLib.nul()), derLib.bits(derLib.seq(derLib.tlv(2, Buffer.from([0x80, 1])), derLib.int(65537))))],
+    ['an RSA key with a third field', () => derLib.seq(derLib.seq(derLib.oid('1.2.840.113549.1.1.1'), derLib.nul()), derLib.bits(derLib.seq(derLib.int(ROCA_2048), derLib.int(65537), derLib.int(1))))],
+    ['no BIT STRING', () => derLib.seq(derLib.seq(derLib.oid('1.2.840.10045.2.1'), derLib.oid('1.2.840.10045.3.1.7')), derLib.octets(Buffer.from([4])))],
+  ])('%s is malformed (400), not an unexpected error', (_name, make) => {
+    const { checkKeyQuality } = require('../src/ca/goodkey/key-quality') as typeof import('../src/ca/goodkey/key-quality');
+    const { CaError } = require('../src/errors') as typeof import('../src/errors');
+    expect(() => checkKeyQuality(make(), (d) => new CaError('badRequest', 'malformedCsr', d))).toThrow(expect.objectContaining({ kind: 'badRequest', code: 'malformedCsr' }));
+  });
+});
+
 const [backend] = backends({ pkcs11: false });
 
 describe(`weak keys refused over HTTP (${backend.name})`, () => {
@@ -228,7 +245,7 @@ describe(`weak keys refused over HTTP (${backend.name})`, () => {
     expect(r.body.error.message).toMatch(message);
     expect(r.body.error.message).not.toMatch(/stack|Error:|[0-9a-f]{40}/);
     const events = (await ca.api('GET', '/api/v1/audit?limit=500')).body.items as { type: string; subject: string; details: Record<string, unknown> }[];
-    const last = events[events.length - 1];
+    const last = events.filter((e) => e.type !== 'auditCheckpoint').pop()!;
     if (check) {
       expect(last).toMatchObject({ type: 'weakKeyRefused', details: { code, check } });
       expect(last.subject).toMatch(/^[0-9a-f]{64}$/);

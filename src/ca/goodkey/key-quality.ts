@@ -35,13 +35,13 @@ const EC_MESSAGES: Record<EcWeakness, (curve: string) => string> = {
  */
 export function checkKeyQuality(spki: Buffer, malformed: (detail: string) => CaError): void {
   let alg: string;
-  let param: der.Element | undefined;
+  let curveOid: string | undefined;
   let point: Buffer;
   try {
     const [algId, bits] = der.children(der.readTop(spki), 2);
-    const algParts = der.children(algId, 2);
-    alg = der.readOid(algParts[0]);
-    param = algParts[1];
+    const [algOid, param] = der.children(algId, 2);
+    alg = der.readOid(algOid);
+    curveOid = alg === OID.ecPublicKey && param?.tag === der.Tag.OID ? der.readOid(param) : undefined;
     point = der.content(der.expect(bits, der.Tag.BIT_STRING, 'subjectPublicKey')).subarray(1);
   } catch {
     throw malformed('its public key cannot be read');
@@ -63,8 +63,8 @@ export function checkKeyQuality(spki: Buffer, malformed: (detail: string) => CaE
     }
     return;
   }
-  if (alg === OID.ecPublicKey && param?.tag === der.Tag.OID) {
-    const curve = NAMED_CURVES[der.readOid(param)];
+  if (curveOid !== undefined) {
+    const curve = NAMED_CURVES[curveOid];
     if (!curve) return;
     const w = ecPointWeakness(curve, point);
     if (w) throw new KeyRefusal('weakKey', w, EC_MESSAGES[w](curve), spkiSha256(spki));
