@@ -5,6 +5,7 @@ import * as m003 from './003_audit';
 import * as m004 from './004_crl_index';
 import * as m006 from './006_crl_shards';
 import * as m007 from './007_audit_checkpoint_version';
+import * as m005 from './005_blocked_keys';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '004_crl_index': m004,
   '006_crl_shards': m006,
   '007_audit_checkpoint_version': m007,
+  '005_blocked_keys': m005,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

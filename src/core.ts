@@ -6,6 +6,7 @@ import { scopePolicy } from './auth/scope';
 import { TokenService } from './auth/tokens';
 import { CrlService } from './ca/crl-service';
 import { CrlShardPlan, CrlShards } from './ca/crl-shards';
+import { BlockedKeyService } from './ca/goodkey/blocked-keys';
 import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
 import { IssuanceService } from './ca/issuance';
 import { ProfileRegistry } from './ca/profiles';
@@ -21,7 +22,8 @@ import { Logger, createLogger } from './log';
 import { Metrics } from './metrics';
 import { OcspResponder } from './ocsp/responder';
 import { ResponderCertificateManager } from './ocsp/responder-certificate';
-import { auditTokens, crlGenerated, issuanceHooks, lintGate, recordCaInitialised, recordRevocations } from './service-events';
+import { auditTokens, crlGenerated, issuanceHooks, lintGate, recordBlockedKeys, recordCaInitialised, recordRevocations } from './service-events';
+import { BlockedKeyStore } from './storage/blocked-key-store';
 import { CaStore } from './storage/ca-store';
 import { CertificateStore } from './storage/certificate-store';
 import { CrlStore } from './storage/crl-store';
@@ -57,6 +59,7 @@ export interface Core {
   profiles: ProfileRegistry;
   issuance: IssuanceService;
   revocation: RevocationService;
+  blockedKeys: BlockedKeyService;
   crls: CrlService;
   responders: ResponderCertificateManager;
   ocsp: OcspResponder;
@@ -139,7 +142,7 @@ export function caLinks(publicUrl: string): CaLinks {
   return { ocspUrl: `${publicUrl}/ocsp`, caIssuersUrl: `${publicUrl}/ca/issuer.crt`, crlUrl: `${publicUrl}/crl` };
 }
 
-type Services = Pick<Core, 'links' | 'certificates' | 'tokens' | 'tokenStore' | 'issuance' | 'revocation' | 'crls' | 'responders' | 'ocsp'>;
+type Services = Pick<Core, 'links' | 'certificates' | 'tokens' | 'tokenStore' | 'issuance' | 'revocation' | 'blockedKeys' | 'crls' | 'responders' | 'ocsp'>;
 
 /** The domain services on top of the stores and the hierarchy; the OCSP responder certificate and the CRL made fresh if needed. */
 async function openServices(
@@ -156,6 +159,7 @@ async function openServices(
   const tokens = new TokenService({ store: tokenStore, clock });
   auditTokens(tokens, audit);
   await ensureFirstAdmin(config, tokens, tokenStore, opts.announce ?? ((l) => process.stdout.write(l + '\n')));
+  const blockedKeys = new BlockedKeyService({ store: new BlockedKeyStore(d.db), clock });
   const issuance = new IssuanceService({
     hierarchy,
     links,
@@ -167,9 +171,11 @@ async function openServices(
     hooks: issuanceHooks(audit, metrics),
     lint,
     crlShards,
+    blockedKeys,
   });
   const revocation = new RevocationService({ store: certificates, clock });
   recordRevocations(revocation, audit, metrics, log);
+  recordBlockedKeys(blockedKeys, audit, revocation);
   const responders = new ResponderCertificateManager({
     hsm: d.hsm,
     store: d.caStore,
@@ -212,5 +218,5 @@ async function openServices(
       new CrlShards({ plan: crlShards, issuer: hierarchy.issuing, certificates, crls: crlStore, clock, log, settings: crlSettings, onGenerated: crlGenerated(audit, metrics), lint }),
   });
   await crls.init();
-  return { links, certificates, tokens, tokenStore, issuance, revocation, crls, responders, ocsp };
+  return { links, certificates, tokens, tokenStore, issuance, revocation, blockedKeys, crls, responders, ocsp };
 }

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { AuditLog } from './audit/audit-log';
 import { TokenService } from './auth/tokens';
 import { CaHierarchy } from './ca/hierarchy';
+import { BlockedKeyService } from './ca/goodkey/blocked-keys';
+import { keyRefusalEvent } from './ca/goodkey/key-events';
 import { IssuanceHooks } from './ca/issuance';
 import { PreIssuanceLint } from './ca/lint/pre-issuance-lint';
 import { REASON_NAMES, RevocationService } from './ca/revocation';
@@ -65,10 +67,14 @@ export function issuanceHooks(audit: AuditLog, metrics: Metrics): IssuanceHooks 
     issued: (e) => metrics.certificatesIssued.inc({ profile: e.profile }),
     refused: async (e) => {
       metrics.issuanceRefused.inc({ code: e.error.code });
+      const details = { tokenId: e.principal.tokenId, code: e.error.code, message: e.error.message };
+      // a weak or blocked key is recorded as such (instead of issuanceRefused), with the check and the key's digest
+      const key = keyRefusalEvent(e.error);
       await audit.tryRecord({
-        type: 'issuanceRefused',
+        type: key?.type ?? 'issuanceRefused',
         actor: `${e.principal.role}:${e.principal.name}`,
-        details: { tokenId: e.principal.tokenId, code: e.error.code, message: e.error.message },
+        subject: key?.subject,
+        details: { ...details, ...key?.details },
       });
     },
   };
@@ -118,3 +124,18 @@ export function crlGenerated(audit: AuditLog, metrics: Metrics): (kind: CrlRecor
 }
 
 // Failed authentications: see http/auth-failure-throttle.ts (throttled, and audited first-then-summary).
+
+/** Every key blocked (by an admin, or by a revocation for keyCompromise) is audited with its digest and source. */
+export function recordBlockedKeys(blockedKeys: BlockedKeyService, audit: AuditLog, revocation?: RevocationService): void {
+  revocation?.onRevoked((e) => {
+    if (e.blockedKey) blockedKeys.announce(e.blockedKey);
+  });
+  blockedKeys.onBlocked(({ record }) => {
+    void audit.tryRecord({
+      type: 'keyBlocked',
+      actor: record.addedBy ?? 'system',
+      subject: record.spkiSha256,
+      details: { source: record.source, serial: record.serial, comment: record.comment },
+    });
+  });
+}

@@ -9,8 +9,10 @@ describe.each(backends())('OCSP and CRLs ($name)', (backend) => {
   let issuerFile: string;
   let chainFile: string;
 
+  // a key per certificate: revoking one for keyCompromise blocks its key
+  let slot = 100;
   const issue = async (name: string) => {
-    const { csr } = makeCsr({ sans: `DNS:${name}` });
+    const { csr } = makeCsr({ slot: slot++, sans: `DNS:${name}` });
     const r = await ca.api('POST', '/api/v1/certificates', { body: { csr } });
     expect(r.status).toBe(201);
     return { serial: r.body.serialNumber as string, file: writeTemp(`${name}.pem`, r.body.certificate) };

@@ -12,6 +12,9 @@ export const AUDIT_EVENT_TYPES = [
   'authenticationFailures',
   'issuanceRefused',
   'lintFailed',
+  'weakKeyRefused',
+  'blockedKeyRefused',
+  'keyBlocked',
   'auditCheckpoint',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];

@@ -4,6 +4,7 @@ import { OID } from '../asn1/oids';
 import { CaError } from '../errors';
 import { validALabel } from './lint/rules/e_idn_dnsname_malformed_unicode';
 import { ATTRIBUTES as SUBJECT_ATTRIBUTES, StringType } from './lint/rules/subject-attributes';
+import { checkKeyQuality } from './goodkey/key-quality';
 import { SanType } from './profiles';
 
 /** Largest CSR accepted (contract section 4). */
@@ -96,6 +97,8 @@ function checkCsr(der: Buffer): CheckedCsr {
     if (e instanceof CaError) throw e;
     throw malformed((e as Error).message);
   }
+  // Weak keys (sizes, exponent, small factors, Fermat, ROCA, points off the curve) before the key is imported.
+  checkKeyQuality(parsed.spki, malformed);
   let keyObject: KeyObject;
   try {
     keyObject = publicKeyOf(parsed.spki);
@@ -175,12 +178,8 @@ function publicKeyOf(spki: Buffer): KeyObject {
 function checkKey(k: KeyObject): SubjectKey {
   const d = k.asymmetricKeyDetails ?? {};
   if (k.asymmetricKeyType === 'rsa') {
-    const bits = d.modulusLength ?? 0;
-    if (bits < 2048) throw new CaError('policy', 'weakKey', `RSA keys must be at least 2048 bits; this one has ${bits}`);
-    if (bits > 8192) throw new CaError('policy', 'unsupportedKey', `RSA keys must be at most 8192 bits; this one has ${bits}`);
-    const e = d.publicExponent ?? 0n;
-    if (e < 3n || e % 2n === 0n) throw new CaError('policy', 'weakKey', 'the RSA public exponent must be odd and at least 3');
-    return { kind: 'rsa', bits };
+    // size and exponent were checked with the modulus itself (checkKeyQuality)
+    return { kind: 'rsa', bits: d.modulusLength ?? 0 };
   }
   if (k.asymmetricKeyType === 'ec') {
     if (d.namedCurve === 'prime256v1') return { kind: 'ec', bits: 256, curve: 'P-256' };

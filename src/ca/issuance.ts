@@ -101,6 +101,8 @@ export class IssuanceService {
       lint?: PreIssuanceLint;
       /** partitioned CRLs: each certificate names its shard's CRL instead of the full one (crl-shards.ts) */
       crlShards?: CrlShardPlan;
+      /** refuses a CSR whose key is blocked (goodkey/blocked-keys.ts) */
+      blockedKeys?: { check(spki: Buffer): Promise<void> };
     },
   ) {
     this.lint = deps.lint ?? new PreIssuanceLint({ log: deps.log });
@@ -125,6 +127,7 @@ export class IssuanceService {
     const req = body as IssueRequest;
     try {
       const csr = parseCsrSync(csrFromPem(req.csr));
+      await this.deps.blockedKeys?.check(csr.spki);
       const profile = this.profileOf(req.profile);
       const validityDays = validityOf(req.validityDays, profile);
       const sans = applyProfile(csr, profile);

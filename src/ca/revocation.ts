@@ -1,6 +1,8 @@
 import { Clock } from '../clock';
 import { CaError } from '../errors';
+import type { BlockedKeyRecord } from '../storage/blocked-key-store';
 import { CertificateRecord, CertificateStore } from '../storage/certificate-store';
+import { compromisedKeyEntry } from './goodkey/blocked-keys';
 import { normalizeSerial } from './certificate';
 
 /** RFC 5280 5.3.1 CRLReason names and codes. */
@@ -29,6 +31,8 @@ export interface RevocationEvent {
   record: CertificateRecord;
   reason: number;
   by: string;
+  /** the certificate's key, when this revocation (keyCompromise) newly blocked it */
+  blockedKey?: BlockedKeyRecord;
 }
 
 /**
@@ -65,10 +69,13 @@ export class RevocationService {
       if (!canRevoke(rec)) throw new CaError('forbidden', 'notYourCertificate', 'this token may not revoke that certificate');
     }
     const reason = REASON_CODES[reasonName];
-    const out = await this.deps.store.revoke(serial, this.deps.clock.now(), reason, invalidityDate);
+    const at = this.deps.clock.now();
+    // keyCompromise: the certificate's key is blocked in the same transaction (goodkey/blocked-keys.ts)
+    const blockKey = reason === REASON_CODES.keyCompromise ? (r: CertificateRecord) => compromisedKeyEntry(r, at, by) : undefined;
+    const out = await this.deps.store.revoke(serial, at, reason, invalidityDate, blockKey);
     if (out.kind === 'notFound') throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
     if (out.kind === 'alreadyRevoked') throw new CaError('conflict', 'alreadyRevoked', `certificate ${serial} is already revoked`);
-    for (const l of this.listeners) l({ record: out.record, reason, by });
+    for (const l of this.listeners) l({ record: out.record, reason, by, blockedKey: out.blockedKey });
     return out.record;
   }
 }

@@ -9,6 +9,7 @@ import { AUDIT_USAGE, auditCommand } from './audit-command';
 import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
 import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
+import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -25,6 +26,7 @@ const USAGE = `usage: hsmca <command>
   hsm keygen --label L [--algorithm A]   generate a key pair inside the HSM
   hsm add-token LABEL                    clone the CA keys to a new token of the PKCS#11 cluster
 ${AUDIT_USAGE}
+${BLOCKED_KEYS_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -57,6 +59,8 @@ export async function main(argv: string[]): Promise<number> {
         return await auditCommand(rest);
       case 'hsm':
         return await hsmCommand(rest);
+      case 'blocked-keys':
+        return await blockedKeysCommand(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -7,6 +7,7 @@ import { IssuanceRateLimit } from './rate-limit';
 import { Route } from './route';
 import { createRouter } from './router';
 import { auditRoutes } from './routes/audit';
+import { blockedKeyRoutes } from './routes/blocked-keys';
 import { caRoutes } from './routes/ca';
 import { certificateRoutes } from './routes/certificates';
 import { crlRoutes } from './routes/crl';
@@ -35,6 +36,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...crlRoutes(core.crls),
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
+    ...blockedKeyRoutes(core.blockedKeys),
   ];
 }
 

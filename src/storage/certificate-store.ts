@@ -4,6 +4,7 @@ import { Database, isUniqueViolation, storageError } from './database';
 import { SqliteWriter, WriterOp, WriterResult } from './sqlite-writer';
 import type { Sans } from '../ca/csr';
 import { PreparedEvent, appendChainKnex } from '../audit/chain';
+import { BlockedKeyRecord, insertBlockedKey } from './blocked-key-store';
 
 /** A certificate as the API and the status services see it. */
 export interface CertificateRecord {
@@ -169,7 +170,9 @@ export function revokedQuery(knex: Knex, q: RevokedQuery): Knex.QueryBuilder {
   return q.revokedSince === undefined ? query : query.andWhere('revoked_at', '>=', q.revokedSince);
 }
 
-export type RevokeOutcome = { kind: 'revoked'; record: CertificateRecord } | { kind: 'notFound' } | { kind: 'alreadyRevoked'; record: CertificateRecord };
+export type RevokeOutcome =
+  | { kind: 'revoked'; record: CertificateRecord; /** newly blocked with the revocation */ blockedKey?: BlockedKeyRecord }
+  | { kind: 'notFound' } | { kind: 'alreadyRevoked'; record: CertificateRecord };
 
 /**
  * Certificates, behind two doors (STYLE.md practice 10): the write side for
@@ -312,7 +315,8 @@ export class CertificateStore {
     await this.knex('certificates').where({ serial, state: 'pending' }).update({ state: 'failed' }).catch(() => undefined);
   }
 
-  async revoke(serial: string, at: Date, reason: number, invalidityDate: Date | null): Promise<RevokeOutcome> {
+  /** `blockKey` names the certificate's key to block in the same transaction (keyCompromise). */
+  async revoke(serial: string, at: Date, reason: number, invalidityDate: Date | null, blockKey?: (r: CertificateRecord) => BlockedKeyRecord): Promise<RevokeOutcome> {
     try {
       return await this.knex.transaction(async (trx) => {
         const n = await trx('certificates')
@@ -321,7 +325,10 @@ export class CertificateStore {
           .update({ revoked_at: at.getTime(), revocation_reason: reason, invalidity_date: invalidityDate?.getTime() ?? null });
         const row = await trx<Row>('certificates').where({ serial, state: 'issued' }).first();
         if (!row) return { kind: 'notFound' as const };
-        return n === 1 ? { kind: 'revoked' as const, record: toRecord(row) } : { kind: 'alreadyRevoked' as const, record: toRecord(row) };
+        if (n !== 1) return { kind: 'alreadyRevoked' as const, record: toRecord(row) };
+        const record = toRecord(row);
+        const blocked = blockKey ? await insertBlockedKey(trx, blockKey(record)) : undefined;
+        return { kind: 'revoked' as const, record, blockedKey: blocked?.created ? blocked.record : undefined };
       });
     } catch (e) {
       throw storageError(e);
