@@ -273,9 +273,11 @@ describe.each(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048'])('what hsmca signs passes
   });
 
   it('the full and delta CRLs, with revocations of several reasons', async () => {
-    for (const reason of ['keyCompromise', 'superseded', 'unspecified']) {
-      const { csr } = makeCsr({ key: 'ec-p256', subject: '/CN=r.example.test', sans: 'DNS:r.example.test' });
+    // a key of its own for each: a keyCompromise revocation blocks its key
+    for (const [i, reason] of ['keyCompromise', 'superseded', 'unspecified'].entries()) {
+      const { csr } = makeCsr({ key: 'ec-p256', slot: 40 + i, subject: '/CN=r.example.test', sans: 'DNS:r.example.test' });
       const issued = await ca.api('POST', '/api/v1/certificates', { token: ca.adminToken, body: { csr } });
+      expect(issued.status).toBe(201);
       expect((await ca.api('POST', `/api/v1/certificates/${issued.body.serialNumber}/revoke`, { token: ca.adminToken, body: { reason } })).status).toBe(200);
     }
     expect((await ca.api('POST', '/api/v1/crl/refresh', { token: ca.adminToken })).status).toBe(200);
