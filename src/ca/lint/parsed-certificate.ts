@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { PER_CERTIFICATE_EXTENSIONS, parseTbsCertificate } from './tbs-fields';
 import { AsnArray, AsnConvert, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
 import {
   AuthorityKeyIdentifier,
@@ -56,6 +57,7 @@ const SHARED_DECODES = new Map<string, unknown>();
 const MAX_SHARED_DECODES = 512;
 
 function decodeShared<T>(oid: string, value: Buffer, type: new () => T): T {
+  if (PER_CERTIFICATE_EXTENSIONS.has(oid)) return AsnConvert.parse(value, type);
   const key = `${oid}:${value.toString('base64')}`;
   let v = SHARED_DECODES.get(key) as T | undefined;
   if (v === undefined) {
@@ -76,7 +78,7 @@ export class ParsedCertificate {
   private readonly decoded = new Map<string, unknown>();
 
   constructor(readonly der: Buffer) {
-    this.tbs = AsnConvert.parse(der, TBSCertificate);
+    this.tbs = parseTbsCertificate(der);
     this.extensions = this.tbs.extensions ?? [];
   }
 
