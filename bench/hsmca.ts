@@ -48,6 +48,7 @@ export async function startHsmca(o: HsmcaOptions = {}): Promise<Hsmca> {
       HSMCA_DATA_DIR: dataDir,
       HSMCA_HOST: '127.0.0.1',
       HSMCA_PORT: String(port),
+      HSMCA_HTTPS_PORT: '0',
       HSMCA_PUBLIC_URL: url,
       HSMCA_LOG_LEVEL: 'warn',
       ...o.env,

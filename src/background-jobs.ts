@@ -10,6 +10,8 @@ const RESPONDER_CHECK_MS = 3600_000;
 const RESPONDER_ADOPT_MS = 60_000;
 /** How often each of several workers reloads the newest CRL from the shared database. */
 const CRL_RELOAD_MS = 2000;
+/** How often the HTTPS certificate is checked: renewed when due (leader), adopted (followers), reloaded when brought files change. */
+export const TLS_CHECK_MS = 60_000;
 /** How often the leader signs the audit log's head (also at start and at shutdown). */
 export const AUDIT_CHECKPOINT_MS = 60_000;
 
@@ -39,8 +41,11 @@ export interface BackgroundJobs {
  *   a graceful stop (leader).
  * - Failed authentications: each interval's summaries written (every
  *   worker), and at a graceful stop, before the last checkpoint.
+ * - The HTTPS server certificate (tls/server-tls.ts): renewed before two
+ *   thirds of its life (leader), adopted by followers; every process swaps
+ *   its own listener's secure context.
  */
-export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs {
+export function startBackgroundJobs(core: Core, leader: boolean, tls?: { refresh(): Promise<unknown> }): BackgroundJobs {
   const timers: NodeJS.Timeout[] = [];
   const every = (ms: number, job: () => Promise<unknown>, what: string) => {
     const t = setInterval(() => job().catch(logFailure(core.log, what)), ms);
@@ -59,6 +64,8 @@ export function startBackgroundJobs(core: Core, leader: boolean): BackgroundJobs
   if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
 
   every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => core.responders.ensureFresh(), 'OCSP responder renewal');
+
+  if (tls) every(TLS_CHECK_MS, () => tls.refresh(), 'HTTPS certificate renewal');
 
   // Failed authentications: one summary per address per interval (every worker, for its own).
   every(core.authFailures.intervalMs, () => core.authFailures.flush(), 'authentication failure summary');

@@ -3,9 +3,10 @@ import * as path from 'node:path';
 import { ConfigError } from './errors';
 import { KEY_ALGORITHMS, KeyAlgorithm, isKeyAlgorithm } from './hsm/key-algorithm';
 import { ProfileSpec } from './ca/profiles';
+import { TlsSettings, loadTlsSettings } from './tls/tls-settings';
 
 /** Every setting of contract section 2, validated once at start-up. */
-export interface Config {
+export interface Config extends TlsSettings {
   host: string;
   port: number;
   dataDir: string;
@@ -166,5 +167,6 @@ export function loadConfig(env: Env = process.env): Config {
     authFailureAuditIntervalSeconds: intSetting(env, 'HSMCA_AUTH_FAILURE_AUDIT_INTERVAL_SECONDS', 60, 1, 86400),
     profiles,
     logLevel,
+    ...loadTlsSettings(env, publicUrl, port),
   };
 }

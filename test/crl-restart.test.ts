@@ -26,6 +26,7 @@ describe.each(backends({ pkcs11: false }))('a revocation survives a restart in t
       ...(process.env as Record<string, string>),
       HSMCA_DATA_DIR: dataDir,
       HSMCA_PORT: String(port),
+      HSMCA_HTTPS_PORT: '0',
       HSMCA_PUBLIC_URL: url,
       HSMCA_LOG_LEVEL: 'error',
       HSMCA_CRL_REFRESH_SECONDS: '3600',

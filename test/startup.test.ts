@@ -197,7 +197,7 @@ describe('the hsmca command', () => {
     expect(badRole.stderr).toMatch(/role must be one of admin, requester/);
 
     const port = 20000 + Math.floor(Math.random() * 20000);
-    const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, HSMCA_DATA_DIR: d, HSMCA_PORT: String(port), HSMCA_LOG_LEVEL: 'warn' } });
+    const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, HSMCA_DATA_DIR: d, HSMCA_PORT: String(port), HSMCA_HTTPS_PORT: '0', HSMCA_LOG_LEVEL: 'warn' } });
     let out = '';
     child.stdout.on('data', (b) => (out += b));
     await waitFor(() => out.includes('serving'), 20000);
@@ -218,7 +218,7 @@ describe('several worker processes', () => {
   it('serves from every worker, shares CRLs, and stops all of them on SIGTERM', async () => {
     const d = path.join(tempDir(), 'data');
     const port = 20000 + Math.floor(Math.random() * 20000);
-    const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, HSMCA_DATA_DIR: d, HSMCA_PORT: String(port), HSMCA_LOG_LEVEL: 'warn', HSMCA_WORKERS: '2' } });
+    const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, HSMCA_DATA_DIR: d, HSMCA_PORT: String(port), HSMCA_HTTPS_PORT: '0', HSMCA_LOG_LEVEL: 'warn', HSMCA_WORKERS: '2' } });
     let out = '';
     child.stdout.on('data', (b) => (out += b));
     await waitFor(() => out.includes('with 2 workers'), 30000);

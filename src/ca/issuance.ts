@@ -25,7 +25,8 @@ export interface IssueRequest {
 export interface Principal {
   tokenId: string;
   name: string;
-  role: 'admin' | 'requester';
+  /** 'system': the service itself, e.g. its own HTTPS server certificate (src/tls/), bound by no scope */
+  role: 'admin' | 'requester' | 'system';
   /** the token's scope (names, profiles, validity), checked by the issuance policy */
   scope?: unknown;
 }

@@ -4,6 +4,7 @@ import { ConfigError, StartupError, CaError } from '../errors';
 import { openCore } from '../core';
 import { openConfiguredHsm } from '../hsm/open';
 import { startService } from '../service';
+import { ServerTls } from '../tls/server-tls';
 import { openTokenAdmin } from './admin-openers';
 import { AUDIT_USAGE, auditCommand } from './audit-command';
 import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
@@ -92,6 +93,7 @@ async function serve(): Promise<number> {
   if (config.workers > 1) return serveCluster(config);
   const svc = await startService(config);
   process.stdout.write(`hsmca: serving on ${svc.url}\n`);
+  if (svc.httpsUrl) process.stdout.write(`hsmca: serving HTTPS on ${svc.httpsUrl}\n`);
   await untilSignal((sig) => {
     svc.core.log.info('shutting down', { signal: sig });
     return svc.stop();
@@ -122,7 +124,12 @@ async function serveCluster(config: Config): Promise<number> {
     process.exit(0);
   }
   const core = await openCore(config);
-  await core.close();
+  try {
+    // the HTTPS certificate too, once, before the workers read it
+    if (config.httpsPort > 0) await ServerTls.open(core, { canIssue: true });
+  } finally {
+    await core.close();
+  }
   let stopping = false;
   const fork = (index: number) => {
     const w = cluster.fork({ HSMCA_WORKER_INDEX: String(index) });
@@ -134,14 +141,17 @@ async function serveCluster(config: Config): Promise<number> {
     return w;
   };
   const workers = Array.from({ length: config.workers }, (_, i) => fork(i + 1));
+  // each worker listens once on HTTP and once on HTTPS
+  const listens = config.workers * (config.httpsPort > 0 ? 2 : 1);
   let listening = 0;
   await new Promise<void>((resolve, reject) => {
     cluster.on('listening', () => {
-      if (++listening === config.workers) resolve();
+      if (++listening === listens) resolve();
     });
-    for (const w of workers) w.once('exit', (code) => (listening < config.workers ? reject(new StartupError(`a worker failed to start (exit ${code})`)) : undefined));
+    for (const w of workers) w.once('exit', (code) => (listening < listens ? reject(new StartupError(`a worker failed to start (exit ${code})`)) : undefined));
   });
   process.stdout.write(`hsmca: serving on http://${config.host}:${config.port} with ${config.workers} workers\n`);
+  if (config.httpsPort > 0) process.stdout.write(`hsmca: serving HTTPS on https://${config.host}:${config.httpsPort}\n`);
   await untilSignal(async () => {
     stopping = true;
     await Promise.all(

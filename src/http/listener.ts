@@ -59,9 +59,9 @@ async function health(core: Core): Promise<Health> {
   return { ok, body: { status, database, hsm } };
 }
 
-/** The request listener every listener of the service uses: the route table behind the router. */
-export function createRequestListener(core: Core): http.RequestListener {
-  return createRouter(serviceRoutes(core), {
+/** The request listener every listener of the service uses: the route table (built once, shared by the listeners) behind the router. */
+export function createRequestListener(core: Core, routes: Route[] = serviceRoutes(core)): http.RequestListener {
+  return createRouter(routes, {
     authenticate: (authorization) => core.tokens.authenticate(authorization),
     hooks: { admit: (ip) => core.authFailures.admit(ip), failed: (e) => core.authFailures.failed(e) },
     metrics: core.metrics,
@@ -78,9 +78,9 @@ export interface HttpListener {
 }
 
 /** Listens on HSMCA_HOST:HSMCA_PORT; a port that cannot be had is one start-up line naming the setting. */
-export async function listenHttp(core: Core): Promise<HttpListener> {
+export async function listenHttp(core: Core, listener: http.RequestListener = createRequestListener(core)): Promise<HttpListener> {
   const { config } = core;
-  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, createRequestListener(core));
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 15_000, maxHeaderSize: 16 * 1024 }, listener);
   server.keepAliveTimeout = 5_000;
   // Past this many open connections node closes new ones at once, before any byte is read:
   // a flood of idle connections cannot take every file descriptor of the process.

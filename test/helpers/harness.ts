@@ -83,6 +83,8 @@ export function tempDir(prefix = 'hsmca-test-'): string {
 
 export interface TestCa {
   url: string;
+  /** the HTTPS listener's URL when the test asked for one (HSMCA_HTTPS_PORT) */
+  httpsUrl?: string;
   adminToken: string;
   dataDir: string;
   svc: RunningService;
@@ -100,6 +102,8 @@ export async function startTestCa(
   const env: Record<string, string> = {
     HSMCA_DATA_DIR: dataDir,
     HSMCA_PORT: '0',
+    // HTTPS only where a test asks for it (test/https.test.ts): no port to share, no extra certificate
+    HSMCA_HTTPS_PORT: '0',
     HSMCA_LOG_LEVEL: 'silent',
     HSMCA_PUBLIC_URL: 'http://127.0.0.1:1', // replaced below once the port is known
     ...opts.env,
@@ -126,6 +130,7 @@ export async function startTestCa(
   const url = svc.url;
   return {
     url,
+    httpsUrl: svc.httpsUrl,
     adminToken,
     dataDir,
     svc,
