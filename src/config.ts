@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { ConfigError } from './errors';
 import { KEY_ALGORITHMS, KeyAlgorithm, isKeyAlgorithm } from './hsm/key-algorithm';
 import { ProfileSpec } from './ca/profiles';
+import { AcmeConfig, loadAcmeConfig } from './acme/acme-config';
 
 /** Every setting of contract section 2, validated once at start-up. */
 export interface Config {
@@ -46,6 +47,8 @@ export interface Config {
   /** extra profiles from the config file */
   profiles: Record<string, ProfileSpec>;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** the ACME server (contract section 7) */
+  acme: AcmeConfig;
 }
 
 type Env = Record<string, string | undefined>;
@@ -166,5 +169,6 @@ export function loadConfig(env: Env = process.env): Config {
     authFailureAuditIntervalSeconds: intSetting(env, 'HSMCA_AUTH_FAILURE_AUDIT_INTERVAL_SECONDS', 60, 1, 86400),
     profiles,
     logLevel,
+    acme: loadAcmeConfig(env),
   };
 }
