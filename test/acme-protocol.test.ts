@@ -122,6 +122,23 @@ describe.each(backends({ pkcs11: false }))('ACME protocol over real HTTP ($name)
     expect(reused.body.detail).toMatch(/unknown or already bound/);
   });
 
+  it('rolls the account key over (RFC 8555 7.3.5): the old key no longer signs, the new one does, a taken key is a conflict', async () => {
+    const c = await account();
+    const other = await account();
+    const keyChange = c.directory.keyChange;
+    const inner = async (newKey: Awaited<ReturnType<typeof acmeKey>>, oldJwk = c.key.jwk) => JSON.parse(await jws(newKey, { jwk: newKey.jwk, url: keyChange }, { account: c.kid, oldKey: oldJwk }));
+    const taken = await c.post(keyChange, await inner(other.key));
+    expect(taken.status).toBe(409);
+    expect(taken.headers.get('location')).toBe(other.kid);
+    const newKey = await acmeKey('ES384');
+    const wrongOld = await c.post(keyChange, await inner(newKey, newKey.jwk));
+    expect(wrongOld.body.type).toBe(`${PROBLEM}malformed`);
+    const ok = await c.post(keyChange, await inner(newKey));
+    expect(ok.status).toBe(200);
+    expect((await c.post(c.kid!, '')).status).toBe(400); // the old key's signature no longer verifies
+    expect((await c.post(c.kid!, '', { key: newKey })).status).toBe(200);
+  });
+
   it('issues through the whole flow (RFC 8738 ip and a dns name), answers OCSP good, then revoked after an ACME revocation', async () => {
     const c = await account();
     const order = await readyOrder(c, [

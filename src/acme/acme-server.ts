@@ -1,6 +1,8 @@
 import type { Core } from '../core';
 import { AcmeStore } from '../storage/acme-store';
-import { AcmeAccounts } from './accounts';
+import { AcmeAccounts, AcmeReply } from './accounts';
+import type { AcmeRequest } from './acme-requests';
+import { changeKey } from './key-change';
 import { AcmeRequests } from './acme-requests';
 import { AcmeUrls, acmeBaseUrl } from './acme-urls';
 import { AcmeCertificates } from './finalize-and-revoke';
@@ -17,6 +19,7 @@ export interface AcmeServer {
   orders: AcmeOrders;
   certificates: AcmeCertificates;
   validator: Validator;
+  changeKey(r: AcmeRequest): Promise<AcmeReply>;
   directory(): Record<string, unknown>;
 }
 
@@ -50,12 +53,14 @@ export function openAcmeServer(core: Core): AcmeServer {
     orders,
     certificates,
     validator,
+    changeKey: (r) => changeKey(r, { store, urls, audit }),
     /** RFC 8555 7.1.1 */
     directory: () => ({
       newNonce: urls.newNonce,
       newAccount: urls.newAccount,
       newOrder: urls.newOrder,
       revokeCert: urls.revokeCert,
+      keyChange: urls.keyChange,
       meta: {
         externalAccountRequired: config.acme.requireEab,
         ...(config.acme.termsOfService ? { termsOfService: config.acme.termsOfService } : {}),

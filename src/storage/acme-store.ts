@@ -207,6 +207,18 @@ export class AcmeStore {
     return guarded(async () => void (await this.knex('acme_accounts').where({ id }).update(row)));
   }
 
+  /** RFC 8555 7.3.5: replaces the account key when it is still `oldThumbprint`; false when not (or the new key is taken). */
+  changeAccountKey(id: string, oldThumbprint: string, thumbprint: string, jwk: Record<string, unknown>): Promise<boolean> {
+    return guarded(async () => {
+      try {
+        return (await this.knex('acme_accounts').where({ id, thumbprint: oldThumbprint }).update({ thumbprint, jwk: JSON.stringify(jwk) })) === 1;
+      } catch (e) {
+        if (/unique|duplicate/i.test((e as Error).message)) return false;
+        throw e;
+      }
+    });
+  }
+
   accountsFromAddressSince(ip: string, since: Date): Promise<number> {
     return guarded(async () => Number((await this.knex('acme_accounts').where({ created_ip: ip }).andWhere('created_at', '>', since.getTime()).count<{ n: number }[]>({ n: '*' }))[0].n));
   }

@@ -101,5 +101,6 @@ export function acmeRoutes(acme: AcmeServer, opts: { log: Logger; maxBodyBytes: 
     post('/acme/chall/:id', 'kid', (r, ctx) => acme.orders.challenge(r, ctx.params.id)),
     post('/acme/cert/:id', 'kid', (r, ctx) => acme.certificates.download(r, ctx.params.id)),
     post('/acme/revoke-cert', 'either', (r) => acme.certificates.revoke(r)),
+    post('/acme/key-change', 'kid', (r) => acme.changeKey(r)),
   ];
 }
