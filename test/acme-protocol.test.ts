@@ -1,3 +1,4 @@
+import { AuthorityKeyIdentifierExtension, X509Certificate } from '@peculiar/x509';
 import * as http from 'node:http';
 import { AcmeTestClient, acmeKey, createEab, jws, requesterToken } from './helpers/acme-client';
 import { ChallTestSrv, startChallTestSrv } from './helpers/challtestsrv';
@@ -164,10 +165,28 @@ describe.each(backends({ pkcs11: false }))('ACME protocol over real HTTP ($name)
     expect(run('openssl', ['pkey', '-in', keyFile, '-pubout'])).toBe(run('openssl', ['x509', '-in', leaf, '-noout', '-pubkey']));
     const ocsp = () => runAsync('openssl', ['ocsp', '-issuer', issuer, '-CAfile', root, '-cert', leaf, '-url', `${ca.url}/ocsp`]);
     expect((await ocsp()).out).toMatch(/: good/);
+    // RFC 9773 renewal information: a window inside the certificate's life while it is good, an open one once revoked
+    const x = new X509Certificate(pems[0]);
+    const aki = Buffer.from(x.getExtension(AuthorityKeyIdentifierExtension)!.keyId!, 'hex');
+    const serial = Buffer.from(x.serialNumber.length % 2 ? `0${x.serialNumber}` : x.serialNumber, 'hex');
+    const ariId = `${aki.toString('base64url')}.${(serial[0] & 0x80 ? Buffer.concat([Buffer.from([0]), serial]) : serial).toString('base64url')}`;
+    const ari = async () => {
+      const r = await fetch(`${c.directory.renewalInfo}/${ariId}`);
+      expect(r.status).toBe(200);
+      expect(Number(r.headers.get('retry-after'))).toBeGreaterThan(0);
+      return ((await r.json()) as any).suggestedWindow;
+    };
+    const w = await ari();
+    expect(new Date(w.start) > x.notBefore && new Date(w.start) < new Date(w.end) && new Date(w.end) < x.notAfter).toBe(true);
+    for (const bad of ['nonsense', `AAAA.${ariId.split('.')[1]}`, `${ariId.split('.')[0]}.AQID`]) {
+      const r = await fetch(`${c.directory.renewalInfo}/${bad}`);
+      expect([r.status, r.headers.get('content-type')]).toEqual([bad === 'nonsense' ? 400 : 404, 'application/problem+json']);
+    }
     const der = Buffer.from(pems[0].replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
     const rev = await c.post(c.directory.revokeCert, { certificate: der.toString('base64url'), reason: 4 });
     expect(rev.status).toBe(200);
     expect((await ocsp()).out).toMatch(/: revoked[\s\S]*Reason: superseded/);
+    expect(new Date((await ari()).end).getTime()).toBeLessThanOrEqual(Date.now() + 1000);
     const again = await c.post(c.directory.revokeCert, { certificate: der.toString('base64url') });
     expect(again.body.type).toBe(`${PROBLEM}alreadyRevoked`);
   });

@@ -3,6 +3,7 @@ import { AcmeStore } from '../storage/acme-store';
 import { AcmeAccounts, AcmeReply } from './accounts';
 import type { AcmeRequest } from './acme-requests';
 import { changeKey } from './key-change';
+import { renewalInfo } from './renewal-info';
 import { AcmeRequests } from './acme-requests';
 import { AcmeUrls, acmeBaseUrl } from './acme-urls';
 import { AcmeCertificates } from './finalize-and-revoke';
@@ -20,6 +21,7 @@ export interface AcmeServer {
   certificates: AcmeCertificates;
   validator: Validator;
   changeKey(r: AcmeRequest): Promise<AcmeReply>;
+  renewalInfo(id: string): Promise<AcmeReply>;
   directory(): Record<string, unknown>;
 }
 
@@ -54,6 +56,7 @@ export function openAcmeServer(core: Core): AcmeServer {
     certificates,
     validator,
     changeKey: (r) => changeKey(r, { store, urls, audit }),
+    renewalInfo: (id) => renewalInfo(id, { issuerKeyId: core.hierarchy.issuing.keyId, certificates: core.certificates, clock }),
     /** RFC 8555 7.1.1 */
     directory: () => ({
       newNonce: urls.newNonce,
@@ -61,6 +64,7 @@ export function openAcmeServer(core: Core): AcmeServer {
       newOrder: urls.newOrder,
       revokeCert: urls.revokeCert,
       keyChange: urls.keyChange,
+      renewalInfo: urls.renewalInfo,
       meta: {
         externalAccountRequired: config.acme.requireEab,
         ...(config.acme.termsOfService ? { termsOfService: config.acme.termsOfService } : {}),

@@ -18,6 +18,7 @@ export class AcmeUrls {
   get newOrder() { return `${this.base}/new-order`; }
   get revokeCert() { return `${this.base}/revoke-cert`; }
   get keyChange() { return `${this.base}/key-change`; }
+  get renewalInfo() { return `${this.base}/renewal-info`; }
   account(id: string) { return `${this.base}/account/${id}`; }
   order(id: string) { return `${this.base}/order/${id}`; }
   finalize(id: string) { return `${this.base}/order/${id}/finalize`; }

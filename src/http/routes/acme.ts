@@ -92,6 +92,20 @@ export function acmeRoutes(acme: AcmeServer, opts: { log: Logger; maxBodyBytes: 
         res.end();
       },
     },
+    {
+      // RFC 9773: renewal information is fetched with a plain GET, no JWS
+      method: 'GET',
+      path: '/acme/renewal-info/:id',
+      access: PUBLIC,
+      async handle(ctx) {
+        ctx.res.setHeader('Link', `<${urls.directory}>;rel="index"`);
+        try {
+          send(ctx.res, await acme.renewalInfo(ctx.params.id));
+        } catch (e) {
+          sendProblem(ctx.res, e instanceof AcmeProblem ? e : e instanceof CaError ? problemFromCaError(e) : (unexpectedError(opts.log, 'GET', '/acme/renewal-info', e), new AcmeProblem('serverInternal', 'an internal error occurred; it has been logged')));
+        }
+      },
+    },
     post('/acme/new-account', 'jwk', (r, ctx) => acme.accounts.newAccount(r, ctx.ip)),
     post('/acme/account/:id', 'kid', (r, ctx) => acme.accounts.update(r, ctx.params.id)),
     post('/acme/new-order', 'kid', (r) => acme.orders.newOrder(r)),
