@@ -381,3 +381,40 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('ACME without External Ac
     expect(limited.body.type).toBe(`${PROBLEM}rateLimited`);
   });
 });
+
+describe.each(backends({ pkcs11: false }).slice(0, 1))('ACME finalizations take from the issuance rate limits ($name)', (backend) => {
+  let ca: TestCa;
+  let dns: ChallTestSrv;
+  beforeAll(async () => {
+    dns = await startChallTestSrv();
+    ca = await startTestCa(backend, {
+      env: { HSMCA_ACME_DNS_RESOLVER: `127.0.0.1:${dns.dnsPort}`, HSMCA_ACME_VALIDATION_ATTEMPTS: '1', HSMCA_ISSUE_RATE_PER_TOKEN: '1' },
+    });
+    await requesterToken(ca, 'limited', { names: ['*.acme.test'] });
+  });
+  afterAll(async () => {
+    await ca?.stop();
+    await dns?.stop();
+  });
+
+  it('answers rateLimited with Retry-After past the bound token\'s issuance limit', async () => {
+    const c = await AcmeTestClient.open(ca);
+    const [kid, hmac] = await createEab(ca, 'limited');
+    expect((await c.newAccount({ externalAccountBinding: await c.eab(kid, hmac) })).status).toBe(201);
+    const statuses: any[] = [];
+    for (const name of ['one.acme.test', 'two.acme.test']) {
+      const o = await c.post(c.directory.newOrder, { identifiers: [{ type: 'dns', value: name }] });
+      const authz = (await c.post(o.body.authorizations[0], '')).body;
+      const ch = authz.challenges.find((x: any) => x.type === 'dns-01');
+      await dns.setTxt(`_acme-challenge.${name}`, c.dnsDigest(await c.keyAuthorization(ch.token)));
+      await c.post(ch.url, {});
+      expect((await c.poll(o.headers.get('location')!, (b) => b.status !== 'pending')).status).toBe('ready');
+      const fin = await c.post(o.body.finalize, { csr: csrB64(makeCsr({ sans: `DNS:${name}` }).csr) });
+      statuses.push([fin.status, fin.body.type ?? fin.body.status, fin.headers.get('retry-after') !== null]);
+    }
+    expect(statuses).toEqual([
+      [200, 'valid', false],
+      [429, `${PROBLEM}rateLimited`, true],
+    ]);
+  });
+});

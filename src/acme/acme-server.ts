@@ -25,7 +25,8 @@ export interface AcmeServer {
   directory(): Record<string, unknown>;
 }
 
-export function openAcmeServer(core: Core): AcmeServer {
+/** `issueLimit`: the REST API's issuance limits (per token, per address), taken by every finalization too. */
+export function openAcmeServer(core: Core, opts: { issueLimit?: (ip: string | undefined, tokenId: string) => void } = {}): AcmeServer {
   const { config, clock, audit, log } = core;
   const store = new AcmeStore(core.db);
   const urls = new AcmeUrls(acmeBaseUrl(config));
@@ -46,6 +47,7 @@ export function openAcmeServer(core: Core): AcmeServer {
     urls,
     accounts,
     orders,
+    issueLimit: opts.issueLimit,
   });
   return {
     urls,

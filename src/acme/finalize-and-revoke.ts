@@ -45,10 +45,12 @@ export class AcmeCertificates {
       urls: AcmeUrls;
       accounts: AcmeAccounts;
       orders: AcmeOrders;
+      /** the issuance rate limits of the REST API, per token and per address */
+      issueLimit?: (ip: string | undefined, tokenId: string) => void;
     },
   ) {}
 
-  async finalize(r: AcmeRequest, orderId: string): Promise<AcmeReply> {
+  async finalize(r: AcmeRequest, orderId: string, ip?: string): Promise<AcmeReply> {
     const { store, urls, audit } = this.deps;
     const account = r.account!;
     const o = await this.deps.orders.ownOrder(r, orderId);
@@ -69,6 +71,11 @@ export class AcmeCertificates {
       throw new AcmeProblem('badCSR', `the CSR must name exactly the order's identifiers (${o.identifiers.map((i) => i.value).join(', ')})`);
     }
     const principal = await this.deps.accounts.principalOf(account);
+    try {
+      this.deps.issueLimit?.(ip, principal.tokenId);
+    } catch (e) {
+      throw e instanceof CaError ? problemFromCaError(e) : e;
+    }
     if (!(await store.setOrderStatus(o.id, ['ready'], 'processing'))) throw new AcmeProblem('orderNotReady', 'the order is being finalized already');
     try {
       const issued = await this.deps.issuance.issue({ csr: pem, profile: 'tls-server' }, principal);

@@ -39,7 +39,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
-    ...acmeRoutes(openAcmeServer(core), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
+    ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
   ];
 }
 

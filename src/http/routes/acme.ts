@@ -110,7 +110,7 @@ export function acmeRoutes(acme: AcmeServer, opts: { log: Logger; maxBodyBytes: 
     post('/acme/account/:id', 'kid', (r, ctx) => acme.accounts.update(r, ctx.params.id)),
     post('/acme/new-order', 'kid', (r) => acme.orders.newOrder(r)),
     post('/acme/order/:id', 'kid', (r, ctx) => acme.orders.order(r, ctx.params.id)),
-    post('/acme/order/:id/finalize', 'kid', (r, ctx) => acme.certificates.finalize(r, ctx.params.id)),
+    post('/acme/order/:id/finalize', 'kid', (r, ctx) => acme.certificates.finalize(r, ctx.params.id, ctx.ip)),
     post('/acme/authz/:id', 'kid', (r, ctx) => acme.orders.authz(r, ctx.params.id)),
     post('/acme/chall/:id', 'kid', (r, ctx) => acme.orders.challenge(r, ctx.params.id)),
     post('/acme/cert/:id', 'kid', (r, ctx) => acme.certificates.download(r, ctx.params.id)),
