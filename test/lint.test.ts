@@ -273,8 +273,9 @@ describe.each(['ecdsa-p256', 'ecdsa-p384', 'rsa-2048'])('what hsmca signs passes
   });
 
   it('the full and delta CRLs, with revocations of several reasons', async () => {
-    for (const reason of ['keyCompromise', 'superseded', 'unspecified']) {
-      const { csr } = makeCsr({ key: 'ec-p256', subject: '/CN=r.example.test', sans: 'DNS:r.example.test' });
+    for (const [i, reason] of ['keyCompromise', 'superseded', 'unspecified'].entries()) {
+      // a key revoked for keyCompromise is blocked: each certificate gets its own key
+      const { csr } = makeCsr({ key: 'ec-p256', slot: 100 + i, subject: '/CN=r.example.test', sans: 'DNS:r.example.test' });
       const issued = await ca.api('POST', '/api/v1/certificates', { token: ca.adminToken, body: { csr } });
       expect((await ca.api('POST', `/api/v1/certificates/${issued.body.serialNumber}/revoke`, { token: ca.adminToken, body: { reason } })).status).toBe(200);
     }
