@@ -147,6 +147,8 @@ describe.each(backends({ pkcs11: false }))('ACME protocol over real HTTP ($name)
       { type: 'dns', value: 'flow.acme.test' },
     ]);
     expect(order.status).toBe('ready');
+    const acct = (await c.post(c.kid!, '')).body;
+    expect((await c.post(acct.orders, '')).body).toEqual({ orders: [order.url] });
     const { csr, keyFile } = makeCsr({ subject: '/CN=flow.acme.test', sans: 'DNS:flow.acme.test,IP:127.0.0.1' });
     const fin = await c.post(order.finalize, { csr: csrB64(csr) });
     expect(fin.status).toBe(200);

@@ -101,6 +101,13 @@ export class AcmeAccounts {
     return { status: 200, body: accountJson({ ...a, contact: contact ?? a.contact, status }, urls), headers: { Location: urls.account(id) } };
   }
 
+  /** RFC 8555 7.1.2.1: the account's current orders (at most 1000, newest first). */
+  async orders(r: AcmeRequest, id: string): Promise<AcmeReply> {
+    if (r.account!.id !== id) throw new AcmeProblem('unauthorized', 'an account\'s orders are read by that account only');
+    const ids = await this.deps.store.orderIdsOfAccount(id, this.deps.clock.now(), 1000);
+    return { status: 200, body: { orders: ids.map((o) => this.deps.urls.order(o)) } };
+  }
+
   /**
    * Who an account acts as in the issuance pipeline: its bound requester
    * token (scope, profiles, validity and rate limits apply), or, without a

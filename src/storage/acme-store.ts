@@ -265,6 +265,13 @@ export class AcmeStore {
     return guarded(async () => Number((await this.knex('acme_orders').where({ account_id: accountId }).andWhere('created_at', '>', since.getTime()).count<{ n: number }[]>({ n: '*' }))[0].n));
   }
 
+  /** the account's orders not yet expired, newest first (RFC 8555 7.1.2.1) */
+  orderIdsOfAccount(accountId: string, now: Date, limit: number): Promise<string[]> {
+    return guarded(async () =>
+      (await this.knex('acme_orders').where({ account_id: accountId }).andWhere('expires_at', '>', now.getTime()).whereNot({ status: 'invalid' }).orderBy('created_at', 'desc').limit(limit).select('id')).map((r: { id: string }) => r.id),
+    );
+  }
+
   orderById(id: string): Promise<OrderRecord | undefined> {
     return guarded(async () => {
       const r = await this.knex('acme_orders').where({ id }).first();

@@ -108,6 +108,7 @@ export function acmeRoutes(acme: AcmeServer, opts: { log: Logger; maxBodyBytes: 
     },
     post('/acme/new-account', 'jwk', (r, ctx) => acme.accounts.newAccount(r, ctx.ip)),
     post('/acme/account/:id', 'kid', (r, ctx) => acme.accounts.update(r, ctx.params.id)),
+    post('/acme/account/:id/orders', 'kid', (r, ctx) => acme.accounts.orders(r, ctx.params.id)),
     post('/acme/new-order', 'kid', (r) => acme.orders.newOrder(r)),
     post('/acme/order/:id', 'kid', (r, ctx) => acme.orders.order(r, ctx.params.id)),
     post('/acme/order/:id/finalize', 'kid', (r, ctx) => acme.certificates.finalize(r, ctx.params.id, ctx.ip)),
