@@ -6,6 +6,7 @@ import * as m004 from './004_crl_index';
 import * as m006 from './006_crl_shards';
 import * as m007 from './007_audit_checkpoint_version';
 import * as m005 from './005_blocked_keys';
+import * as m008 from './008_acme';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -19,6 +20,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '006_crl_shards': m006,
   '007_audit_checkpoint_version': m007,
   '005_blocked_keys': m005,
+  '008_acme': m008,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

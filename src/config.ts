@@ -4,6 +4,7 @@ import { ConfigError } from './errors';
 import { KEY_ALGORITHMS, KeyAlgorithm, isKeyAlgorithm } from './hsm/key-algorithm';
 import { ProfileSpec } from './ca/profiles';
 import { TlsSettings, loadTlsSettings } from './tls/tls-settings';
+import { AcmeConfig, loadAcmeConfig } from './acme/acme-config';
 
 /** Every setting of contract section 2, validated once at start-up. */
 export interface Config extends TlsSettings {
@@ -47,6 +48,8 @@ export interface Config extends TlsSettings {
   /** extra profiles from the config file */
   profiles: Record<string, ProfileSpec>;
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** the ACME server (contract section 7) */
+  acme: AcmeConfig;
 }
 
 type Env = Record<string, string | undefined>;
@@ -168,5 +171,6 @@ export function loadConfig(env: Env = process.env): Config {
     profiles,
     logLevel,
     ...loadTlsSettings(env, publicUrl, port),
+    acme: loadAcmeConfig(env),
   };
 }

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { backends, run, startTestCa, TestCa } from './helpers/harness';
 import { makeCsr, testKey, writeTemp } from './helpers/csr';
@@ -163,21 +163,29 @@ describe.each(backends())('blocked keys ($name)', (backend) => {
 
   it('hsmca blocked-keys add and list work on the same database, and the service refuses the key at once', async () => {
     const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HSMCA_'))) as Record<string, string>;
-    const hsmca = (args: string[]) => {
-      const r = spawnSync(process.execPath, [BIN, ...args], { env: { ...clean, ...ca.env, HSMCA_LOG_LEVEL: 'warn' }, encoding: 'utf8', timeout: 60000 });
-      return { status: r.status, out: r.stdout, err: r.stderr };
-    };
+    // run without blocking this process: the service under test lives here, and a blocked event loop
+    // would also leave the HTTP client holding keep-alive sockets the service has closed meanwhile
+    const hsmca = (args: string[]) =>
+      new Promise<{ status: number | null; out: string; err: string }>((resolve, reject) => {
+        const c = spawn(process.execPath, [BIN, ...args], { env: { ...clean, ...ca.env, HSMCA_LOG_LEVEL: 'warn' }, timeout: 60000 });
+        let out = '';
+        let err = '';
+        c.stdout.on('data', (d) => (out += d));
+        c.stderr.on('data', (d) => (err += d));
+        c.on('error', reject);
+        c.on('close', (status) => resolve({ status, out, err }));
+      });
     const keyFile = writeTemp('cli.pub', publicKeyPem(309));
     const digest = opensslSpkiSha256(testKey('ec-p256', 309));
-    const add = hsmca(['blocked-keys', 'add', '--public-key', keyFile, '--comment', 'stolen HSM backup']);
+    const add = await hsmca(['blocked-keys', 'add', '--public-key', keyFile, '--comment', 'stolen HSM backup']);
     expect(add.err).toBe('');
     expect(add.status).toBe(0);
     expect(add.out.trim()).toBe(`hsmca: blocked key ${digest}`);
-    expect(hsmca(['blocked-keys', 'add', '--public-key', keyFile]).out.trim()).toBe(`hsmca: already blocked key ${digest}`);
+    expect((await hsmca(['blocked-keys', 'add', '--public-key', keyFile])).out.trim()).toBe(`hsmca: already blocked key ${digest}`);
     const other = opensslSpkiSha256(testKey('ec-p256', 310));
-    expect(hsmca(['blocked-keys', 'add', '--spki-sha256', other]).status).toBe(0);
+    expect((await hsmca(['blocked-keys', 'add', '--spki-sha256', other])).status).toBe(0);
 
-    const list = hsmca(['blocked-keys', 'list']);
+    const list = await hsmca(['blocked-keys', 'list']);
     expect(list.status).toBe(0);
     const lines = list.out.trim().split('\n');
     expect(lines[0]).toMatch(new RegExp(`^${other}  \\S+Z  admin  cli$`));
@@ -194,7 +202,7 @@ describe.each(backends())('blocked keys ($name)', (backend) => {
       [['blocked-keys', 'add', '--public-key', '/no/such/file'], /cannot read \/no\/such\/file/],
       [['blocked-keys', 'frob'], /usage/],
     ] as const) {
-      const r = hsmca([...args]);
+      const r = await hsmca([...args]);
       expect(r.status).toBe(1);
       expect(r.err.trim().split('\n')[0]).toMatch(/^hsmca: /);
       expect(r.err).toMatch(message);

@@ -16,6 +16,14 @@ export const AUDIT_EVENT_TYPES = [
   'blockedKeyRefused',
   'keyBlocked',
   'auditCheckpoint',
+  'acmeEabKeyCreated',
+  'acmeAccountCreated',
+  'acmeAccountUpdated',
+  'acmeOrderCreated',
+  'acmeValidationSucceeded',
+  'acmeValidationFailed',
+  'acmeOrderFinalized',
+  'acmeOrderRefused',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

@@ -11,6 +11,7 @@ import { isKeyAlgorithm, KEY_ALGORITHMS } from '../hsm/key-algorithm';
 import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
 import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
+import { ACME_USAGE, acmeCommand } from './acme-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -28,6 +29,7 @@ const USAGE = `usage: hsmca <command>
   hsm add-token LABEL                    clone the CA keys to a new token of the PKCS#11 cluster
 ${AUDIT_USAGE}
 ${BLOCKED_KEYS_USAGE}
+${ACME_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -62,6 +64,8 @@ export async function main(argv: string[]): Promise<number> {
         return await hsmCommand(rest);
       case 'blocked-keys':
         return await blockedKeysCommand(rest);
+      case 'acme':
+        return await acmeCommand(rest);
       case undefined:
       case 'help':
       case '--help':

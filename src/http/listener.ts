@@ -6,6 +6,8 @@ import { StartupError } from '../errors';
 import { IssuanceRateLimit } from './rate-limit';
 import { Route } from './route';
 import { createRouter } from './router';
+import { openAcmeServer } from '../acme/acme-server';
+import { acmeRoutes } from './routes/acme';
 import { auditRoutes } from './routes/audit';
 import { blockedKeyRoutes } from './routes/blocked-keys';
 import { caRoutes } from './routes/ca';
@@ -37,6 +39,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
+    ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
   ];
 }
 
