@@ -53,7 +53,16 @@ export class AcmeCertificates {
   async finalize(r: AcmeRequest, orderId: string, ip?: string): Promise<AcmeReply> {
     const { store, urls, audit } = this.deps;
     const account = r.account!;
-    const o = await this.deps.orders.ownOrder(r, orderId);
+    let o = await this.deps.orders.ownOrder(r, orderId);
+    if (o.status === 'pending') {
+      // every authorization valid but the order not yet marked ready (the validator marks it right
+      // after the last authorization; a client may finalize in between): ready now
+      const authzs = await store.authzsOfOrder(o.id);
+      if (authzs.length > 0 && authzs.every((a) => a.status === 'valid')) {
+        await store.setOrderStatus(o.id, ['pending'], 'ready');
+        o = await this.deps.orders.ownOrder(r, orderId);
+      }
+    }
     if (o.status !== 'ready') throw new AcmeProblem('orderNotReady', `the order is ${o.status}, not ready`);
     const p = (r.payload ?? {}) as Record<string, unknown>;
     if (typeof p.csr !== 'string' || !/^[A-Za-z0-9_-]+$/.test(p.csr)) throw new AcmeProblem('malformed', '"csr" must be the base64url DER of a PKCS#10 request');

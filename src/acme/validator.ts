@@ -77,9 +77,11 @@ export class Validator {
     if (!problem) {
       if (!(await store.setChallengeStatus(c.id, ['processing'], 'valid', now))) return;
       await store.setAuthzStatus(authz.id, ['pending'], 'valid');
-      await audit.tryRecord({ type: 'acmeValidationSucceeded', actor: `acme:${c.accountId}`, subject: authz.identifier.value, details });
+      // the order is ready as soon as its last authorization is valid: a client that sees the
+      // authorization valid finalizes at once (finalize also checks, for the moment in between)
       const siblings = await store.authzsOfOrder(authz.orderId);
       if (siblings.every((a) => a.status === 'valid')) await store.setOrderStatus(authz.orderId, ['pending'], 'ready');
+      await audit.tryRecord({ type: 'acmeValidationSucceeded', actor: `acme:${c.accountId}`, subject: authz.identifier.value, details });
       return;
     }
     const doc = problem.document();
