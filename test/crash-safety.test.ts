@@ -1,11 +1,10 @@
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { backends, freePort, freshPostgres, tempDir } from './helpers/harness';
 import { makeCsr } from './helpers/csr';
+import { BIN, startServer, stopServer } from './helpers/server-process';
 
-const BIN = path.join(__dirname, '..', 'bin', 'hsmca.js');
 const ROUNDS = 4;
 
 /**
@@ -141,27 +140,4 @@ async function verify(url: string, token: string, received: Map<string, string>,
     auditCursor = b.nextCursor;
   } while (auditCursor);
   for (const s of received.keys()) expect(audited.has(s)).toBe(true);
-}
-
-async function startServer(env: Record<string, string>, url: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const r = await fetch(`${url}/healthz`);
-      if (r.status === 200) return child;
-    } catch {
-      /* not up yet */
-    }
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function stopServer(child: ChildProcess, sig: NodeJS.Signals): Promise<void> {
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(sig);
-  await exited;
 }

@@ -1,11 +1,10 @@
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { openDatabase } from '../src/storage/database';
 import { makeCsr } from './helpers/csr';
 import { backends, freePort, freshPostgres, tempDir } from './helpers/harness';
-
-const BIN = path.join(__dirname, '..', 'bin', 'hsmca.js');
+import { startServer, stopServer } from './helpers/server-process';
 
 /**
  * Contract section 5: a CRL served after a restart lists every revocation
@@ -98,28 +97,4 @@ function crlNumber(text: string): number {
   const m = /X509v3 CRL Number:\s*\n\s*(\d+)/.exec(text);
   expect(m).not.toBeNull();
   return Number(m![1]);
-}
-
-async function startServer(env: Record<string, string>, url: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d) => (err += d));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const r = await fetch(`${url}/healthz`);
-      if (r.status === 200) return child;
-    } catch {
-      /* not up yet */
-    }
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function stopServer(child: ChildProcess, sig: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(sig);
-  await exited;
 }

@@ -193,8 +193,10 @@ export class CrlService {
   }
 }
 
-function served(record: CrlRecord): ServedCrl {
-  return { record, etag: `"${record.kind}-${record.crlNumber}-${createHash('sha256').update(record.der).digest('base64url').slice(0, 16)}"` };
+/** A stored CRL with its HTTP validator: the kind (a shard with its number), the CRL number and a digest of the DER. */
+export function served(record: CrlRecord): ServedCrl {
+  const kind = record.kind === 'shard' ? `shard${record.shard}` : record.kind;
+  return { record, etag: `"${kind}-${record.crlNumber}-${createHash('sha256').update(record.der).digest('base64url').slice(0, 16)}"` };
 }
 
 export async function* entries(pages: AsyncIterable<RevokedRow[]>): AsyncGenerator<RevokedEntry[]> {

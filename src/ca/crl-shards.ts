@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { PreIssuanceLint } from './lint/pre-issuance-lint';
 import { Clock } from '../clock';
 import { HsmError } from '../hsm/hsm';
@@ -7,7 +6,7 @@ import { CertificateStore } from '../storage/certificate-store';
 import { CrlNumberTaken, CrlRecord, CrlStore } from '../storage/crl-store';
 import { ext } from './certificate';
 import { buildCrl } from './crl-encoder';
-import { entries } from './crl-service';
+import { ServedCrl, entries, served } from './crl-service';
 import { CaIdentity } from './hierarchy';
 import { hsmFailure } from './issuance';
 
@@ -84,11 +83,8 @@ export class CrlShardPlan {
   }
 }
 
-/** A shard CRL as served: DER plus the validators HTTP caches use. */
-export interface ServedShardCrl {
-  record: CrlRecord;
-  etag: string;
-}
+/** A shard CRL as served: the same shape as the full CRL's. */
+export type ServedShardCrl = ServedCrl;
 
 export interface CrlShardSettings {
   /** nextUpdate = thisUpdate + this (as the full CRL) */
@@ -240,8 +236,4 @@ export class CrlShards {
       return rec;
     }
   }
-}
-
-function served(record: CrlRecord): ServedShardCrl {
-  return { record, etag: `"shard${record.shard}-${record.crlNumber}-${createHash('sha256').update(record.der).digest('base64url').slice(0, 16)}"` };
 }

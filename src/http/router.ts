@@ -9,6 +9,7 @@ import { sendError, unexpectedError } from './errors';
 import { SECURITY_HEADERS } from './headers';
 import { readJsonBody } from './json-body';
 import { Access, Route, RouteContext } from './route';
+import { isLoopbackHost } from '../tls/tls-settings';
 
 /** A failed authentication, for metrics and the audit log (never the presented token). */
 export interface AuthHooks {
@@ -54,7 +55,7 @@ function compile(route: Route): CompiledRoute {
 
 /** The client's address may fetch loopback-only routes. */
 export function isLoopback(addr: string | undefined): boolean {
-  return !!addr && (addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.'));
+  return !!addr && isLoopbackHost(addr);
 }
 
 const isAborted = (e: unknown) => e === BODY_ABORTED || (e as { type?: string })?.type === 'request.aborted';

@@ -161,9 +161,9 @@ export class OcspResponder implements OcspSource {
     if (hit && hit.statusKey === statusKey && hit.responder === responder && now < hit.thisUpdate.getTime() + validitySeconds * 1000 * refreshAtFraction) {
       return { outcome: 'successful', body: hit.body, cache: hit, statuses: [certStatusOf(status).kind] };
     }
-    if (status === undefined && !this.signing.has(`${key}|${statusKey}`) && !this.mayGoOnDemand()) return errorAnswer('tryLater');
     const signKey = `${key}|${statusKey}`;
     let pending = this.signing.get(signKey);
+    if (!pending && status === undefined && !this.mayGoOnDemand()) return errorAnswer('tryLater');
     if (!pending) {
       pending = this.signOne(c, status, statusKey, responder).finally(() => this.signing.delete(signKey));
       this.signing.set(signKey, pending);

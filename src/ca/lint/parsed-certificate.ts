@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { PER_CERTIFICATE_EXTENSIONS, parseTbsCertificate } from './tbs-fields';
+import { PER_CERTIFICATE_EXTENSIONS, parseShared, parseTbsCertificate } from './tbs-fields';
 import { AsnArray, AsnConvert, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
 import {
   AuthorityKeyIdentifier,
@@ -47,28 +47,6 @@ export const OIDS = {
 } as const;
 
 /**
- * Extension values decoded from the same bytes before, shared read-only: most
- * extensions of a CA's certificates are the same bytes every time
- * (basicConstraints, authorityKeyIdentifier, keyUsage, extKeyUsage of a
- * profile), and decoding them again costs more than every rule together. The
- * bytes are the key, so a value is never taken for another.
- */
-const SHARED_DECODES = new Map<string, unknown>();
-const MAX_SHARED_DECODES = 512;
-
-function decodeShared<T>(oid: string, value: Buffer, type: new () => T): T {
-  if (PER_CERTIFICATE_EXTENSIONS.has(oid)) return AsnConvert.parse(value, type);
-  const key = `${oid}:${value.toString('base64')}`;
-  let v = SHARED_DECODES.get(key) as T | undefined;
-  if (v === undefined) {
-    v = AsnConvert.parse(value, type);
-    if (SHARED_DECODES.size >= MAX_SHARED_DECODES) SHARED_DECODES.clear();
-    SHARED_DECODES.set(key, v);
-  }
-  return v;
-}
-
-/**
  * A TBSCertificate parsed once, with its extensions decoded on first use and
  * kept, so that no rule parses anything twice.
  */
@@ -89,7 +67,9 @@ export class ParsedCertificate {
   private decode<T>(oid: string, type: new () => T): T | undefined {
     if (this.decoded.has(oid)) return this.decoded.get(oid) as T | undefined;
     const e = this.extension(oid);
-    const v = e ? decodeShared(oid, Buffer.from(e.extnValue.buffer), type) : undefined;
+    // a profile's fixed extensions are the same bytes every time: decoded once (tbs-fields.ts)
+    const value = e && Buffer.from(e.extnValue.buffer);
+    const v = value ? (PER_CERTIFICATE_EXTENSIONS.has(oid) ? AsnConvert.parse(value, type) : parseShared(type, `extension ${oid}`, value)) : undefined;
     this.decoded.set(oid, v);
     return v;
   }

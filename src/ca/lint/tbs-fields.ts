@@ -27,15 +27,18 @@ export function parseTbsCertificate(der: Buffer): TBSCertificate {
   return fields ?? AsnConvert.parse(der, TBSCertificate);
 }
 
-/** Extensions whose bytes differ for each certificate: parsed every time, never kept. */
-const PER_CERTIFICATE_EXTENSIONS = new Set(['2.5.29.17', '2.5.29.14']);
-const SAN_OID_DER = Buffer.from('0603551d11', 'hex');
-const SKI_OID_DER = Buffer.from('0603551d0e', 'hex');
+/** Extensions whose bytes differ for each certificate (subjectAltName, subjectKeyIdentifier): parsed every time, never kept; with the DER of their extnID, to tell them before parsing. */
+const PER_CERTIFICATE = [
+  { oid: '2.5.29.17', extnId: Buffer.from('0603551d11', 'hex') },
+  { oid: '2.5.29.14', extnId: Buffer.from('0603551d0e', 'hex') },
+];
+export const PER_CERTIFICATE_EXTENSIONS: ReadonlySet<string> = new Set(PER_CERTIFICATE.map((e) => e.oid));
 
 const shared = new Map<string, unknown>();
 const MAX_SHARED = 1024;
 
-function parseShared<T>(type: new () => T, kind: string, bytes: Buffer): T {
+/** A value parsed once per distinct bytes (per kind), shared read-only by every certificate that repeats it. */
+export function parseShared<T>(type: new () => T, kind: string, bytes: Buffer): T {
   const key = `${kind}:${bytes.toString('base64')}`;
   let v = shared.get(key) as T | undefined;
   if (v === undefined) {
@@ -70,7 +73,7 @@ function byFields(der: Buffer): TBSCertificate | undefined {
     extensions = new Extensions(
       childrenOf(der, seq[0]).map((e) => {
         const b = bytesOf(der, e);
-        const perCertificate = includesAt(b, SAN_OID_DER) || includesAt(b, SKI_OID_DER);
+        const perCertificate = PER_CERTIFICATE.some((p) => startsWithExtnId(b, p.extnId));
         return perCertificate ? AsnConvert.parse(b, Extension) : parseShared(Extension, 'extension', b);
       }),
     );
@@ -88,9 +91,8 @@ function byFields(der: Buffer): TBSCertificate | undefined {
 }
 
 /** Whether an Extension's DER starts its body with this extnID (its OID element right after the SEQUENCE header). */
-function includesAt(ext: Buffer, oid: Buffer): boolean {
+function startsWithExtnId(ext: Buffer, oid: Buffer): boolean {
   const header = ext[1] & 0x80 ? 2 + (ext[1] & 0x7f) : 2;
   return ext.subarray(header, header + oid.length).equals(oid);
 }
 
-export { PER_CERTIFICATE_EXTENSIONS };
