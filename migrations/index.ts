@@ -7,6 +7,7 @@ import * as m006 from './006_crl_shards';
 import * as m007 from './007_audit_checkpoint_version';
 import * as m005 from './005_blocked_keys';
 import * as m008 from './008_acme';
+import * as m010 from './010_certificate_created_index';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -21,6 +22,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '007_audit_checkpoint_version': m007,
   '005_blocked_keys': m005,
   '008_acme': m008,
+  '010_certificate_created_index': m010,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

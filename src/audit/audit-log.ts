@@ -167,12 +167,21 @@ export class AuditLog {
     this.closed = true;
   }
 
-  /** Oldest first, after `afterSeq`; `lastSeq` continues the listing. */
-  async list(q: { limit: number; afterSeq?: number }): Promise<{ items: AuditEvent[]; lastSeq?: number; more: boolean }> {
+  /**
+   * Oldest first, after `afterSeq` (newest first, before `beforeSeq`, with
+   * `newestFirst`); `lastSeq` continues the listing. Filters: exact type and
+   * actor, `at` within [since, until) (epoch ms).
+   */
+  async list(q: { limit: number; afterSeq?: number; beforeSeq?: number; newestFirst?: boolean; type?: string; actor?: string; since?: number; until?: number }): Promise<{ items: AuditEvent[]; lastSeq?: number; more: boolean }> {
     try {
       let query = this.knex<EventRow>('audit_events');
       if (q.afterSeq !== undefined) query = query.where('seq', '>', q.afterSeq);
-      const rows: EventRow[] = await query.orderBy('seq', 'asc').limit(q.limit + 1);
+      if (q.beforeSeq !== undefined) query = query.where('seq', '<', q.beforeSeq);
+      if (q.type !== undefined) query = query.where('type', q.type);
+      if (q.actor !== undefined) query = query.where('actor', q.actor);
+      if (q.since !== undefined) query = query.where('at', '>=', q.since);
+      if (q.until !== undefined) query = query.where('at', '<', q.until);
+      const rows: EventRow[] = await query.orderBy('seq', q.newestFirst ? 'desc' : 'asc').limit(q.limit + 1);
       const more = rows.length > q.limit;
       const page = rows.slice(0, q.limit);
       return { items: page.map(toEvent), lastSeq: page.length ? Number(page[page.length - 1].seq) : undefined, more };

@@ -17,6 +17,7 @@ export const AUDIT_EVENT_TYPES = [
   'keyBlocked',
   'auditCheckpoint',
   'acmeEabKeyCreated',
+  'acmeEabKeyRevoked',
   'acmeAccountCreated',
   'acmeAccountUpdated',
   'acmeOrderCreated',

@@ -16,6 +16,13 @@ import { crlRoutes } from './routes/crl';
 import { ocspRoutes } from './routes/ocsp';
 import { Health, systemRoutes } from './routes/system';
 import { tokenRoutes } from './routes/tokens';
+import { acmeAdminRoutes } from './routes/acme-admin';
+import { consoleRoutes } from './routes/console';
+import { uiRoutes } from './routes/ui';
+import { AcmeAdminStore } from '../storage/acme-admin-store';
+import { AcmeStore } from '../storage/acme-store';
+import { CertificateStats } from '../storage/certificate-stats';
+import { isLoopbackHost } from '../tls/tls-settings';
 
 /** The service's whole route table: every route of contract section 3 and the status routes. */
 export function serviceRoutes(core: Core): Route[] {
@@ -40,7 +47,17 @@ export function serviceRoutes(core: Core): Route[] {
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
     ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
+    ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
+    ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
+    ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),
   ];
+}
+
+/** Where plain HTTP on a public host sends the console (docs/ui.md): the HTTPS listener's /ui/. */
+function consoleHttpsUrl(core: Core): string | undefined {
+  const { config } = core;
+  if (config.httpsPort === 0 || isLoopbackHost(config.host)) return undefined;
+  return `https://${new URL(config.publicUrl).hostname}:${config.httpsPort}/ui/`;
 }
 
 /** /healthz: the database answers and the HSM (or, in a cluster, enough of its tokens) can sign. */

@@ -109,7 +109,14 @@ export interface ListQuery {
   limit: number;
   /** id of the last item of the previous page */
   afterId?: number;
+  /** exactly this profile */
+  profile?: string;
+  /** a serial (normalised lowercase hex) matched exactly, or text found in the subject or the SANs (case-insensitive) */
+  text?: { serial?: string; contains: string };
 }
+
+/** `text` for a LIKE pattern: its wildcards taken literally (ESCAPE '\\'). */
+const likeLiteral = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 interface Row {
   id: number;
@@ -356,6 +363,17 @@ export class CertificateStore {
       if (q.status === 'revoked') query = query.whereNotNull('revoked_at');
       if (q.status === 'good') query = query.whereNull('revoked_at');
       if (q.afterId !== undefined) query = query.andWhere('id', '<', q.afterId);
+      if (q.profile !== undefined) query = query.andWhere({ profile: q.profile });
+      if (q.text) {
+        const { serial, contains } = q.text;
+        const pattern = `%${likeLiteral(contains.toLowerCase())}%`;
+        // SQLite's LIKE ignores ASCII case; PostgreSQL's needs lower()
+        const like = this.pg ? `lower(??) LIKE ? ESCAPE '\\'` : `?? LIKE ? ESCAPE '\\'`;
+        query = query.andWhere((w) => {
+          if (serial) w.orWhere('serial', serial);
+          w.orWhereRaw(like, ['subject', pattern]).orWhereRaw(like, ['sans', pattern]);
+        });
+      }
       const rows: Row[] = await query.orderBy('id', 'desc').limit(q.limit + 1);
       const more = rows.length > q.limit;
       const page = rows.slice(0, q.limit);

@@ -4,7 +4,8 @@ import { normalizeSerial } from '../../ca/certificate';
 import { IssuanceService } from '../../ca/issuance';
 import { REASON_NAMES, RevocationService, RevokeRequest } from '../../ca/revocation';
 import { CaError } from '../../errors';
-import { CertificateRecord, CertificateStore } from '../../storage/certificate-store';
+import type { ParsedUrlQuery } from 'node:querystring';
+import { CertificateRecord, CertificateStore, ListQuery } from '../../storage/certificate-store';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 import { sendJson } from '../errors';
 import { ANY_ROLE, Route, principalOf } from '../route';
@@ -38,6 +39,23 @@ export function recordJson(r: CertificateRecord) {
 
 const MAX_LIMIT = 500;
 
+/**
+ * The listing's search filters (the console's search box): `q` is a serial in
+ * any accepted form, matched exactly, or text found in the subject or the
+ * SANs; `profile` an exact profile name.
+ */
+function searchFilters(query: ParsedUrlQuery): Pick<ListQuery, 'profile' | 'text'> {
+  const one = (name: string, max: number): string | undefined => {
+    const v = query[name];
+    if (v === undefined || v === '') return undefined;
+    if (typeof v !== 'string' || v.length > max) throw new CaError('badRequest', `invalid${name[0].toUpperCase()}${name.slice(1)}`, `${name} must be given once, at most ${max} characters`);
+    return v;
+  };
+  const q = one('q', 200)?.trim();
+  const profile = one('profile', 64);
+  return { profile, text: q ? { serial: normalizeSerial(q) ?? undefined, contains: q } : undefined };
+}
+
 /** Contract section 3: issue, list, read and revoke certificates. */
 export function certificateRoutes(d: CertificateRoutesDeps): Route[] {
   return [
@@ -68,6 +86,7 @@ export function certificateRoutes(d: CertificateRoutesDeps): Route[] {
           requesterId: p.role === 'admin' ? undefined : p.id,
           limit,
           afterId: decodeCursor('c1', ctx.query.cursor),
+          ...searchFilters(ctx.query),
         });
         sendJson(ctx.res, 200, { items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor('c1', page.lastId) : null });
       },
