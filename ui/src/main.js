@@ -126,7 +126,7 @@ function Console({ me, route, signOut }) {
           ${pages.map((p) => html`<li><a href=${`#/${p.id}`} aria-current=${p.id === page ? 'page' : undefined}>${p.title}</a></li>`)}
         </ul>
       </nav>
-      <span class="who"><span class="muted">${me.role}</span> ${me.name}</span>
+      <span class="who">${me.name} <span class="muted">(${me.role})</span></span>
       <button type="button" class="secondary" onClick=${signOut}>Sign out</button>
     </header>
     <main id="main" tabindex="-1">${body}</main>

@@ -18,7 +18,8 @@ function HourlyChart({ hours }) {
   const days = hours.filter((h) => new Date(h.hour).getUTCHours() === 0);
   const label = `Issuances and revocations per hour over the last ${Math.round(n / 24)} days: ${fmt(totalIssued)} issued, ${fmt(totalRevoked)} revoked; busiest hour ${fmt(max)}.`;
   return html`<figure class="chart">
-    <svg viewBox=${`0 0 ${W} ${H}`} role="img" aria-label=${label} preserveAspectRatio="none">
+    <div class="scroll" tabindex="0" role="group" aria-label="Chart (scrolls sideways on narrow screens)">
+    <svg viewBox=${`0 0 ${W} ${H}`} role="img" aria-label=${label}>
       <line x1=${pad.l} x2=${W - pad.r} y1=${y(0)} y2=${y(0)} class="axis" />
       <line x1=${pad.l} x2=${W - pad.r} y1=${y(max)} y2=${y(max)} class="grid" />
       <text x=${pad.l - 4} y=${y(max) + 4} class="tick" text-anchor="end">${max}</text>
@@ -34,6 +35,7 @@ function HourlyChart({ hours }) {
         return html`<g><line x1=${pad.l + i * bw} x2=${pad.l + i * bw} y1=${y(0)} y2=${y(0) + 5} class="axis" /><text x=${pad.l + i * bw + 2} y=${H - 8} class="tick">${d.hour.slice(5, 10)}</text></g>`;
       })}
     </svg>
+    </div>
     <figcaption><span class="key key-issued"></span> issued (${fmt(totalIssued)}) <span class="key key-revoked"></span> revoked (${fmt(totalRevoked)}), per hour, UTC</figcaption>
   </figure>`;
 }
@@ -54,7 +56,7 @@ export function Overview() {
     <${ErrorBox} error=${error} />
     ${!o && !error ? html`<p role="status">Loading…</p>` : null}
     ${o &&
-    html`<div class="cards">
+    html`<div class="cards two">
       <section class="card" aria-labelledby="h-chain">
         <h2 id="h-chain">CA chain</h2>
         <dl>
