@@ -1,4 +1,5 @@
 import { html } from 'htm/preact';
+import { useEffect, useRef } from 'preact/hooks';
 import { api } from '../api.js';
 import { ErrorBox, Field, daysUntil, download, useLoad, when } from '../util.js';
 
@@ -6,6 +7,14 @@ const fmt = (n) => Number(n).toLocaleString('en-US');
 
 /** Issuances and revocations per hour as bars (SVG attributes only: no inline style under the CSP). */
 function HourlyChart({ hours }) {
+  // on a narrow screen the chart scrolls sideways: start at the newest hours
+  const scroller = useRef(null);
+  useEffect(() => {
+    const end = () => scroller.current && (scroller.current.scrollLeft = scroller.current.scrollWidth);
+    end();
+    window.addEventListener('resize', end);
+    return () => window.removeEventListener('resize', end);
+  }, [hours]);
   const W = 840;
   const H = 180;
   const pad = { l: 36, r: 8, t: 10, b: 28 };
@@ -18,7 +27,7 @@ function HourlyChart({ hours }) {
   const days = hours.filter((h) => new Date(h.hour).getUTCHours() === 0);
   const label = `Issuances and revocations per hour over the last ${Math.round(n / 24)} days: ${fmt(totalIssued)} issued, ${fmt(totalRevoked)} revoked; busiest hour ${fmt(max)}.`;
   return html`<figure class="chart">
-    <div class="scroll" tabindex="0" role="group" aria-label="Chart (scrolls sideways on narrow screens)">
+     <div class="scroll" ref=${scroller} tabindex="0" role="group" aria-label="Chart (scrolls sideways on narrow screens)">
     <svg viewBox=${`0 0 ${W} ${H}`} role="img" aria-label=${label}>
       <line x1=${pad.l} x2=${W - pad.r} y1=${y(0)} y2=${y(0)} class="axis" />
       <line x1=${pad.l} x2=${W - pad.r} y1=${y(max)} y2=${y(max)} class="grid" />
@@ -73,14 +82,14 @@ export function Overview() {
         <h2 id="h-hsm">HSM</h2>
         <p>${o.hsm.kind === 'soft' ? 'Software HSM' : 'PKCS#11'}: <span class=${`badge badge-${o.hsm.status}`}>${o.hsm.status}</span></p>
         <ul class="plain">
-          ${o.hsm.tokens.map((t) => html`<li><span class=${`badge badge-${t.status}`}>${t.status}</span> ${t.label}${t.error ? html` <span class="warn">${t.error}</span>` : null}</li>`)}
+          ${o.hsm.tokens.map((t) => html`<li>Token <strong>${t.label}</strong> <span class=${`badge badge-${t.status}`}>${t.status}</span>${t.error ? html` <span class="warn">${t.error}</span>` : null}</li>`)}
         </ul>
       </section>
       <section class="card" aria-labelledby="h-status">
         <h2 id="h-status">Revocation status</h2>
         <dl>
           ${o.crl
-            ? html`<${Field} label="CRL number">${o.crl.crlNumber} <span class="muted">(${fmt(o.crl.entries)} entries)</span><//>
+            ? html`<${Field} label="CRL number">${o.crl.crlNumber} <span class="muted">(${fmt(o.crl.entries)} ${o.crl.entries === 1 ? 'entry' : 'entries'})</span><//>
                 <${Field} label="CRL next update">${when(o.crl.nextUpdate)}<//>`
             : html`<${Field} label="CRL">none yet<//>`}
           <${Field} label="OCSP signer">${o.ocspSigner.subject}<br /><${Validity} ...${o.ocspSigner} /><//>
