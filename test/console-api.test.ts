@@ -221,7 +221,7 @@ describe.each(backends())('console API on $name', (backend) => {
     for (const [body, status, code] of [
       [{ token: 'admin' }, 400, 'notRequester'],
       [{ token: 'nobody' }, 404, 'tokenNotFound'],
-      [{}, 400, 'invalidToken'],
+      [{}, 400, 'invalidTokenName'],
       [[], 400, 'malformedJson'],
     ] as const) {
       const r = await ca.api('POST', '/api/v1/acme/eab-keys', { body });

@@ -111,8 +111,8 @@ export interface ListQuery {
   afterId?: number;
   /** exactly this profile */
   profile?: string;
-  /** a serial (normalised lowercase hex) matched exactly, or text found in the subject or the SANs (case-insensitive) */
-  text?: { serial?: string; contains: string };
+  /** text found in the subject or the SANs (ASCII case ignored; LIKE wildcards taken literally) */
+  contains?: string;
 }
 
 /** `text` for a LIKE pattern: its wildcards taken literally (ESCAPE '\\'). */
@@ -364,15 +364,11 @@ export class CertificateStore {
       if (q.status === 'good') query = query.whereNull('revoked_at');
       if (q.afterId !== undefined) query = query.andWhere('id', '<', q.afterId);
       if (q.profile !== undefined) query = query.andWhere({ profile: q.profile });
-      if (q.text) {
-        const { serial, contains } = q.text;
-        const pattern = `%${likeLiteral(contains.toLowerCase())}%`;
+      if (q.contains !== undefined) {
+        const pattern = `%${likeLiteral(q.contains.toLowerCase())}%`;
         // SQLite's LIKE ignores ASCII case; PostgreSQL's needs lower()
         const like = this.pg ? `lower(??) LIKE ? ESCAPE '\\'` : `?? LIKE ? ESCAPE '\\'`;
-        query = query.andWhere((w) => {
-          if (serial) w.orWhere('serial', serial);
-          w.orWhereRaw(like, ['subject', pattern]).orWhereRaw(like, ['sans', pattern]);
-        });
+        query = query.andWhere((w) => w.whereRaw(like, ['subject', pattern]).orWhereRaw(like, ['sans', pattern]));
       }
       const rows: Row[] = await query.orderBy('id', 'desc').limit(q.limit + 1);
       const more = rows.length > q.limit;

@@ -65,7 +65,7 @@ export function acmeAdminRoutes(d: AcmeAdminRoutesDeps): Route[] {
       async handle(ctx) {
         const b = ctx.body as Record<string, unknown> | undefined;
         if (!b || typeof b !== 'object' || Array.isArray(b)) throw new CaError('badRequest', 'malformedJson', 'the body must be a JSON object');
-        if (typeof b.token !== 'string' || !b.token || b.token.length > 128) throw new CaError('badRequest', 'invalidToken', 'token must name a requester token (its id or its name)');
+        if (typeof b.token !== 'string' || !b.token || b.token.length > 128) throw new CaError('badRequest', 'invalidTokenName', 'token must name a requester token (its id or its name)');
         const now = d.clock.now();
         const live = (await d.tokens.list()).filter((t) => !t.revokedAt && (!t.expiresAt || t.expiresAt > now));
         const byId = live.filter((t) => t.id === b.token);

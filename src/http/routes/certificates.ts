@@ -5,7 +5,7 @@ import { IssuanceService } from '../../ca/issuance';
 import { REASON_NAMES, RevocationService, RevokeRequest } from '../../ca/revocation';
 import { CaError } from '../../errors';
 import type { ParsedUrlQuery } from 'node:querystring';
-import { CertificateRecord, CertificateStore, ListQuery } from '../../storage/certificate-store';
+import { CertificateRecord, CertificateStore } from '../../storage/certificate-store';
 import { decodeCursor, encodeCursor, parseLimit } from '../cursor';
 import { sendJson } from '../errors';
 import { ANY_ROLE, Route, principalOf } from '../route';
@@ -41,10 +41,10 @@ const MAX_LIMIT = 500;
 
 /**
  * The listing's search filters (the console's search box): `q` is a serial in
- * any accepted form, matched exactly, or text found in the subject or the
- * SANs; `profile` an exact profile name.
+ * any accepted form, matched exactly, or else text found in the subject or
+ * the SANs; `profile` an exact profile name.
  */
-function searchFilters(query: ParsedUrlQuery): Pick<ListQuery, 'profile' | 'text'> {
+function searchFilters(query: ParsedUrlQuery): { profile?: string; q?: string } {
   const one = (name: string, max: number): string | undefined => {
     const v = query[name];
     if (v === undefined || v === '') return undefined;
@@ -52,8 +52,7 @@ function searchFilters(query: ParsedUrlQuery): Pick<ListQuery, 'profile' | 'text
     return v;
   };
   const q = one('q', 200)?.trim();
-  const profile = one('profile', 64);
-  return { profile, text: q ? { serial: normalizeSerial(q) ?? undefined, contains: q } : undefined };
+  return { profile: one('profile', 64), q: q || undefined };
 }
 
 /** Contract section 3: issue, list, read and revoke certificates. */
@@ -81,13 +80,18 @@ export function certificateRoutes(d: CertificateRoutesDeps): Route[] {
           throw new CaError('badRequest', 'invalidStatus', 'status must be "good" or "revoked"');
         }
         const limit = parseLimit(ctx.query.limit, MAX_LIMIT);
-        const page = await d.store.list({
-          status: status ? (status as 'good' | 'revoked') : undefined,
-          requesterId: p.role === 'admin' ? undefined : p.id,
-          limit,
-          afterId: decodeCursor('c1', ctx.query.cursor),
-          ...searchFilters(ctx.query),
-        });
+        const afterId = decodeCursor('c1', ctx.query.cursor);
+        const { profile, q } = searchFilters(ctx.query);
+        const requesterId = p.role === 'admin' ? undefined : p.id;
+        // a serial is looked up by its unique index: one certificate, whatever the table's size
+        const serial = q !== undefined && afterId === undefined ? normalizeSerial(q) : undefined;
+        if (serial) {
+          const rec = await d.store.get(serial);
+          const visible = rec && (requesterId === undefined || rec.requesterId === requesterId);
+          const matches = visible && (!profile || rec.profile === profile) && (!status || (status === 'revoked') === !!rec.revokedAt);
+          if (matches) return sendJson(ctx.res, 200, { items: [recordJson(rec)], nextCursor: null });
+        }
+        const page = await d.store.list({ status: status ? (status as 'good' | 'revoked') : undefined, requesterId, limit, afterId, profile, contains: q });
         sendJson(ctx.res, 200, { items: page.items.map(recordJson), nextCursor: page.more && page.lastId !== undefined ? encodeCursor('c1', page.lastId) : null });
       },
     },
