@@ -157,7 +157,9 @@ describe('the admin console in Chromium', () => {
     await shoot(page, '05-revoke-confirm');
     // still good until confirmed
     expect((await ca.api('GET', `/api/v1/certificates/${serial}`)).body.status).toBe('good');
-    await page.getByRole('button', { name: 'Yes, revoke it' }).click();
+    // the confirmation takes the focus: Enter confirms
+    expect(await page.evaluate('document.activeElement?.textContent')).toBe('Yes, revoke it');
+    await page.keyboard.press('Enter');
     await page.locator('#ocsp-status', { hasText: 'revoked' }).waitFor();
     expect(await page.locator('main').textContent()).toContain('keyCompromise');
 

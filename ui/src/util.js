@@ -69,3 +69,11 @@ export function CopyButton({ text, label = 'Copy' }) {
 export function Field({ label, children }) {
   return html`<div class="field"><dt>${label}</dt><dd>${children}</dd></div>`;
 }
+
+/** A ref that moves the keyboard focus to the element once it is shown (a confirmation's confirm button). */
+export function focusOnShow(el) {
+  if (el && !el.dataset.focused) {
+    el.dataset.focused = '1';
+    el.focus();
+  }
+}

@@ -1,7 +1,7 @@
 import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api } from '../api.js';
-import { CopyButton, ErrorBox, useLoad, when } from '../util.js';
+import { CopyButton, ErrorBox, focusOnShow, useLoad, when } from '../util.js';
 
 /** ACME accounts, and External Account Binding keys: create (shown once), list, withdraw an unused one. */
 export function Acme() {
@@ -79,7 +79,7 @@ export function Acme() {
                   ${k.accountId
                     ? null
                     : confirm === k.kid
-                      ? html`<span class="confirm-inline">Withdraw? <button type="button" class="danger" onClick=${() => withdraw(k.kid)}>Yes, withdraw</button> <button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button></span>`
+                      ? html`<span class="confirm-inline">Withdraw? <button type="button" class="danger" ref=${focusOnShow} onClick=${() => withdraw(k.kid)}>Yes, withdraw</button> <button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button></span>`
                       : html`<button type="button" class="secondary" aria-label=${`Withdraw key ${k.kid}`} onClick=${() => setConfirm(k.kid)}>Withdraw…</button>`}
                 </td>
               </tr>`,

@@ -1,7 +1,7 @@
 import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api, qs } from '../api.js';
-import { ErrorBox, Field, Status, download, useLoad, when } from '../util.js';
+import { ErrorBox, Field, Status, download, focusOnShow, useLoad, when } from '../util.js';
 
 const REASONS = ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation', 'certificateHold', 'privilegeWithdrawn'];
 
@@ -135,7 +135,7 @@ export function CertificateDetail({ serial, me }) {
               </form>`
             : html`<div role="alertdialog" aria-labelledby="confirm-text" class="confirm">
                 <p id="confirm-text">Revoke certificate <span class="mono break">${rec.serialNumber}</span> (${rec.subject || sanText(rec.sans)}) for <strong>${reason}</strong>? This cannot be undone.</p>
-                <button type="button" class="danger" onClick=${doRevoke} disabled=${revoke.busy} ref=${(el) => el && !revoke.busy && el.focus()}>Yes, revoke it</button>
+                <button type="button" class="danger" onClick=${doRevoke} disabled=${revoke.busy} ref=${focusOnShow}>Yes, revoke it</button>
                 <button type="button" class="secondary" onClick=${() => setConfirming(false)}>Cancel</button>
               </div>`}
           <${ErrorBox} error=${revoke.error} />

@@ -1,7 +1,7 @@
 import { html } from 'htm/preact';
 import { useState } from 'preact/hooks';
 import { api } from '../api.js';
-import { CopyButton, ErrorBox, useLoad, when } from '../util.js';
+import { CopyButton, ErrorBox, focusOnShow, useLoad, when } from '../util.js';
 
 function tokenState(t) {
   if (t.revokedAt) return 'revoked';
@@ -93,7 +93,7 @@ export function Tokens({ me }) {
                 <td data-label="">
                   ${st === 'active' && t.id !== me.id
                     ? confirm === t.id
-                      ? html`<span class="confirm-inline">Revoke “${t.name}”? <button type="button" class="danger" onClick=${() => revoke(t)}>Yes, revoke</button> <button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button></span>`
+                      ? html`<span class="confirm-inline">Revoke “${t.name}”? <button type="button" class="danger" ref=${focusOnShow} onClick=${() => revoke(t)}>Yes, revoke</button> <button type="button" class="secondary" onClick=${() => setConfirm(null)}>Cancel</button></span>`
                       : html`<button type="button" class="secondary" aria-label=${`Revoke token ${t.name}`} onClick=${() => setConfirm(t.id)}>Revoke…</button>`
                     : t.id === me.id
                       ? html`<span class="muted small">this session</span>`
