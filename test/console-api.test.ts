@@ -3,6 +3,8 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { uiRoutes } from '../src/http/routes/ui';
+import { CertificateStore, SEARCH_WINDOW } from '../src/storage/certificate-store';
+import { fillCertificates, openBenchDatabase } from '../bench/fill';
 import { AcmeTestClient } from './helpers/acme-client';
 import { makeCsr } from './helpers/csr';
 import { TestCa, backends, startTestCa, tempDir } from './helpers/harness';
@@ -263,6 +265,33 @@ describe('the console on plain HTTP of a public host', () => {
       expect([r.status, r.headers.get('location')]).toEqual([308, 'https://ca.example.test:8443/ui/']);
     } finally {
       server.close();
+    }
+  });
+});
+
+describe('a name search on a large table', () => {
+  it('reads one window of ids per request and continues with the cursor until it finds an old certificate', async () => {
+    const dir = tempDir('hsmca-search-');
+    const db = await openBenchDatabase(dir);
+    try {
+      const count = SEARCH_WINDOW + 5_000;
+      await fillCertificates(db, { count, revoked: false, der: Buffer.alloc(64, 1) });
+      const store = new CertificateStore(db);
+      // fill7 is the 8th row: among the oldest, outside the newest window
+      const first = await store.list({ limit: 50, contains: 'FILL7.bench' });
+      expect(first.items).toEqual([]);
+      expect(first.more).toBe(true);
+      expect(first.lastId).toBe(count + 1 - SEARCH_WINDOW);
+      const second = await store.list({ limit: 50, contains: 'FILL7.bench', afterId: first.lastId });
+      expect(second.items.map((r) => r.subject)).toEqual(['CN=fill7.bench.test']);
+      expect(second.more).toBe(false);
+      // a common name fills its page from the newest rows
+      const common = await store.list({ limit: 50, contains: 'bench.test' });
+      expect(common.items).toHaveLength(50);
+      expect(common.items[0].subject).toBe(`CN=fill${count - 1}.bench.test`);
+    } finally {
+      await db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });

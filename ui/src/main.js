@@ -104,6 +104,8 @@ function App() {
 }
 
 function Console({ me, route, signOut }) {
+  // a click on the current page's link loads it afresh
+  const [visit, setVisit] = useState(0);
   const isAdmin = me.role === 'admin';
   const pages = PAGES.filter((p) => isAdmin || !p.admin);
   const page = pages.find((p) => p.id === route.page) ? route.page : pages[0].id;
@@ -123,13 +125,13 @@ function Console({ me, route, signOut }) {
       <span class="brand">hsmca</span>
       <nav aria-label="Console">
         <ul>
-          ${pages.map((p) => html`<li><a href=${`#/${p.id}`} aria-current=${p.id === page ? 'page' : undefined}>${p.title}</a></li>`)}
+          ${pages.map((p) => html`<li><a href=${`#/${p.id}`} onClick=${() => setVisit((v) => v + 1)} aria-current=${p.id === page ? 'page' : undefined}>${p.title}</a></li>`)}
         </ul>
       </nav>
       <span class="who">${me.name} <span class="muted">(${me.role})</span></span>
       <button type="button" class="secondary" onClick=${signOut}>Sign out</button>
     </header>
-    <main id="main" tabindex="-1">${body}</main>
+    <main id="main" tabindex="-1"><div key=${`${page}/${route.arg}/${visit}`}>${body}</div></main>
   </div>`;
 }
 

@@ -44,7 +44,7 @@ export function Certificates() {
     </form>
     <${ErrorBox} error=${error} />
     ${loading && !items.length ? html`<p role="status">Loading…</p>` : null}
-    ${!loading && !error && !items.length ? html`<p role="status">No certificate matches.</p>` : null}
+    ${!loading && !error && !items.length ? html`<p role="status">${cursor ? 'No certificate matches among the newest searched so far.' : 'No certificate matches.'}</p>` : null}
     ${items.length
       ? html`<table class="list">
           <caption class="sr-only">Certificates, newest first</caption>
@@ -63,7 +63,10 @@ export function Certificates() {
         </table>`
       : null}
     <${ErrorBox} error=${more.error} />
-    ${cursor ? html`<p><button type="button" class="secondary" onClick=${loadMore} disabled=${more.busy}>${more.busy ? 'Loading…' : 'Load more'}</button></p>` : null}`;
+    ${cursor
+      ? html`<p><button type="button" class="secondary" onClick=${loadMore} disabled=${more.busy}>${more.busy ? 'Loading…' : query.q ? 'Search older certificates' : 'Load more'}</button>
+          ${query.q ? html` <span class="muted small">A name search reads ${'20,000'} certificates per step, newest first.</span>` : null}</p>`
+      : null}`;
 }
 
 /** One certificate: decoded fields, OCSP status, PEM download, revocation with a confirmation step. */
