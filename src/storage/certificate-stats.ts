@@ -114,8 +114,20 @@ export class CertificateStats {
       if (requesterId !== undefined) q = q.andWhere({ requester_id: requesterId });
       return q;
     };
+    // Issuances: one count per hour over a range of the index of migration 010
+    // (created_at, state, requester_id): read from the index alone, with no
+    // sort, whatever the number of certificates in those days.
+    const hourStarts = Array.from({ length: hours }, (_, i) => (first + i) * HOUR_MS);
+    const perHourIssued = () =>
+      this.knex.raw<unknown>(
+        `SELECT v.column1 AS h, (SELECT count(*) FROM certificates c WHERE c.created_at >= v.column1 AND c.created_at < v.column1 + ${HOUR_MS} AND c.state = 'issued'${requesterId !== undefined ? ' AND c.requester_id = ?' : ''}) AS n
+         FROM (VALUES ${hourStarts.map(() => '(CAST(? AS BIGINT))').join(', ')}) AS v`,
+        [...(requesterId !== undefined ? [requesterId] : []), ...hourStarts],
+      );
     try {
-      const [issued, revoked] = await Promise.all([group('created_at'), group('revoked_at')]);
+      const [issuedRaw, revoked] = await Promise.all([perHourIssued(), group('revoked_at')]);
+      const issued = ((issuedRaw as { rows?: unknown[] }).rows ?? issuedRaw) as { h: number | string; n: number | string }[];
+      for (const r of issued) r.h = Number(r.h) / HOUR_MS;
       const buckets: HourBucket[] = [];
       for (let h = first; h <= last; h++) buckets.push({ hour: h * HOUR_MS, issued: 0, revoked: 0 });
       for (const r of issued) {
