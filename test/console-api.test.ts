@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as fc from 'fast-check';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -234,6 +235,34 @@ describe.each(backends())('console API on $name', (backend) => {
     }
     expect((await ca.api('GET', '/api/v1/acme/eab-keys', { token: alice.token })).status).toBe(403);
     expect((await ca.api('GET', '/api/v1/acme/accounts?cursor=nope')).body.error.code).toBe('invalidCursor');
+  });
+
+  it('answers random search, filter and path input with results or contract errors, never a crash', async () => {
+    const ok = (r: { status: number; body: any }) =>
+      r.status === 200 || (r.status >= 400 && r.status < 500 && typeof r.body?.error?.code === 'string' && typeof r.body?.error?.message === 'string');
+    const enc = encodeURIComponent;
+    await fc.assert(
+      fc.asyncProperty(fc.string({ maxLength: 60 }), fc.string({ maxLength: 30 }), fc.string({ maxLength: 30 }), async (a, b, c) => {
+        const token = c.length % 2 ? alice.token : undefined;
+        for (const p of [
+          `/api/v1/certificates?q=${enc(a)}&profile=${enc(b)}&status=${enc(c)}`,
+          `/api/v1/certificates?q=${enc(a)}&cursor=${enc(b)}`,
+          `/api/v1/audit?type=${enc(a)}&actor=${enc(b)}&since=${enc(c)}&order=${enc(b)}`,
+          `/api/v1/audit?until=${enc(a)}&cursor=${enc(c)}&order=desc`,
+          `/api/v1/stats/hourly?hours=${enc(a)}`,
+          `/api/v1/certificates/${enc(a) || '%20'}/details`,
+          `/api/v1/acme/accounts?cursor=${enc(a)}&limit=${enc(b)}`,
+          `/ui/${enc(a)}`,
+        ]) {
+          const r = await ca.api('GET', p, { token });
+          expect({ p, ok: ok(r) || (p.startsWith('/ui/') && r.status === 308) }).toEqual({ p, ok: true });
+        }
+        const e = await ca.api('POST', `/api/v1/acme/eab-keys/${enc(a) || '%20'}/revoke`);
+        expect(ok(e)).toBe(true);
+      }),
+      { numRuns: 150 },
+    );
+    expect((await ca.api('GET', '/healthz', { token: null })).status).toBe(200);
   });
 
   it('serves the console under /ui/ with a strict CSP, and nothing outside its folder', async () => {
