@@ -44,6 +44,21 @@ const MAX_LIMIT = 500;
  * any accepted form, matched exactly, or else text found in the subject or
  * the SANs; `profile` an exact profile name.
  */
+/**
+ * The certificate named by a serial in a path, if the principal may see it:
+ * a requester learns nothing of certificates it was not issued (404 as for
+ * an unknown serial).
+ */
+export async function visibleCertificate(store: CertificateStore, p: AuthenticatedToken, serialParam: string): Promise<CertificateRecord> {
+  const serial = normalizeSerial(serialParam);
+  if (!serial) throw new CaError('badRequest', 'invalidSerial', 'the serial number must be hex (upper or lower case, colons allowed)');
+  const rec = await store.get(serial);
+  if (!rec || (p.role !== 'admin' && rec.requesterId !== p.id)) {
+    throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
+  }
+  return rec;
+}
+
 function searchFilters(query: ParsedUrlQuery): { profile?: string; q?: string } {
   const one = (name: string, max: number): string | undefined => {
     const v = query[name];
@@ -100,15 +115,7 @@ export function certificateRoutes(d: CertificateRoutesDeps): Route[] {
       path: '/api/v1/certificates/:serial',
       access: ANY_ROLE,
       async handle(ctx) {
-        const p = principalOf(ctx);
-        const serial = normalizeSerial(ctx.params.serial);
-        if (!serial) throw new CaError('badRequest', 'invalidSerial', 'the serial number must be hex (upper or lower case, colons allowed)');
-        const rec = await d.store.get(serial);
-        // A requester learns nothing of certificates it was not issued.
-        if (!rec || (p.role !== 'admin' && rec.requesterId !== p.id)) {
-          throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
-        }
-        sendJson(ctx.res, 200, recordJson(rec));
+        sendJson(ctx.res, 200, recordJson(await visibleCertificate(d.store, principalOf(ctx), ctx.params.serial)));
       },
     },
     {

@@ -4,7 +4,6 @@ import { AlgorithmIdentifier, Certificate } from '@peculiar/asn1-x509';
 import { BasicOCSPResponse, CertID, OCSPRequest, OCSPResponse, OCSPResponseStatus, Request, TBSRequest } from '@peculiar/asn1-ocsp';
 import * as x509 from '@peculiar/x509';
 import type { CaHierarchy } from '../../ca/hierarchy';
-import { normalizeSerial } from '../../ca/certificate';
 import type { CrlService } from '../../ca/crl-service';
 import { CaError } from '../../errors';
 import type { Hsm } from '../../hsm/hsm';
@@ -14,6 +13,7 @@ import type { CertificateStats } from '../../storage/certificate-stats';
 import type { CertificateStore } from '../../storage/certificate-store';
 import { REASON_NAMES } from '../../ca/revocation';
 import { sendJson } from '../errors';
+import { visibleCertificate } from './certificates';
 import { ADMIN, ANY_ROLE, Route, principalOf } from '../route';
 
 export interface ConsoleRoutesDeps {
@@ -201,12 +201,8 @@ export function consoleRoutes(d: ConsoleRoutesDeps): Route[] {
       path: '/api/v1/certificates/:serial/details',
       access: ANY_ROLE,
       async handle(ctx) {
-        const p = principalOf(ctx);
-        const serial = normalizeSerial(ctx.params.serial);
-        if (!serial) throw new CaError('badRequest', 'invalidSerial', 'the serial number must be hex (upper or lower case, colons allowed)');
-        const rec = await d.store.get(serial);
-        if (!rec || (p.role !== 'admin' && rec.requesterId !== p.id)) throw new CaError('notFound', 'certificateNotFound', `no certificate with serial ${serial}`);
-        sendJson(ctx.res, 200, { ...describe(rec.der), profile: rec.profile, ocsp: await ocspStatus(d.ocsp, d.hierarchy.issuing, serial) });
+        const rec = await visibleCertificate(d.store, principalOf(ctx), ctx.params.serial);
+        sendJson(ctx.res, 200, { ...describe(rec.der), profile: rec.profile, ocsp: await ocspStatus(d.ocsp, d.hierarchy.issuing, rec.serial) });
       },
     },
   ];
