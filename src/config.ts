@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError } from './errors';
 import { KEY_ALGORITHMS, KeyAlgorithm, isKeyAlgorithm } from './hsm/key-algorithm';
-import { ProfileSpec } from './ca/profiles';
+import { BUILTIN_PROFILES, ProfileSpec } from './ca/profiles';
 import { TlsSettings, loadTlsSettings } from './tls/tls-settings';
 import { AcmeConfig, loadAcmeConfig } from './acme/acme-config';
 
@@ -171,6 +171,6 @@ export function loadConfig(env: Env = process.env): Config {
     profiles,
     logLevel,
     ...loadTlsSettings(env, publicUrl, port),
-    acme: loadAcmeConfig(env),
+    acme: loadAcmeConfig(env, [...Object.keys(BUILTIN_PROFILES), ...Object.keys(profiles)]),
   };
 }

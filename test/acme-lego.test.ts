@@ -40,6 +40,7 @@ describe.each(backends({ pkcs11: false }))('lego against hsmca ($name)', (backen
     work = tempDir('hsmca-lego-');
     ca = await startTestCa(backend, {
       env: {
+        HSMCA_HTTPS_PORT: String(await freePort()),
         HSMCA_ACME_ALLOW_PRIVATE_ADDRESSES: 'true',
         HSMCA_ACME_HTTP01_PORT: String(httpPort),
         HSMCA_ACME_TLSALPN01_PORT: String(tlsPort),
@@ -57,8 +58,9 @@ describe.each(backends({ pkcs11: false }))('lego against hsmca ($name)', (backen
 
   async function legoWithEab(email: string) {
     const [kid, hmac] = await createEab(ca, 'lego-web');
-    const base = ['--server', `${ca.url}/acme/directory`, '--path', path.join(work, email), '--email', email, '--accept-tos', '--eab', '--kid', kid, '--hmac', hmac];
-    return (args: string[], env?: Record<string, string>) => lego([...base, ...args], env);
+    // the HTTPS directory, trusting hsmca's root as an operator would (LEGO_CA_CERTIFICATES)
+    const base = ['--server', `${ca.httpsUrl}/acme/directory`, '--path', path.join(work, email), '--email', email, '--accept-tos', '--eab', '--kid', kid, '--hmac', hmac];
+    return (args: string[], env?: Record<string, string>) => lego([...base, ...args], { LEGO_CA_CERTIFICATES: root, ...env });
   }
 
   const files = (email: string, domain: string) => {
@@ -127,12 +129,14 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('lego without External Ac
   let dns: ChallTestSrv;
   let httpPort: number;
   let work: string;
+  let root: string;
   beforeAll(async () => {
     dns = await startChallTestSrv();
     httpPort = await freePort();
     work = tempDir('hsmca-lego-');
     ca = await startTestCa(backend, {
       env: {
+        HSMCA_HTTPS_PORT: String(await freePort()),
         HSMCA_ACME_REQUIRE_EAB: 'false',
         HSMCA_ACME_ALLOWED_DOMAINS: '*.open.test',
         HSMCA_ACME_ALLOW_PRIVATE_ADDRESSES: 'true',
@@ -140,6 +144,7 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('lego without External Ac
         HSMCA_ACME_DNS_RESOLVER: `127.0.0.1:${dns.dnsPort}`,
       },
     });
+    root = writeTemp('root-open.pem', (await ca.api('GET', '/api/v1/ca')).body.root);
   });
   afterAll(async () => {
     await ca?.stop();
@@ -148,11 +153,12 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('lego without External Ac
   });
 
   it('obtains a name of HSMCA_ACME_ALLOWED_DOMAINS and is refused any other', async () => {
-    const base = ['--server', `${ca.url}/acme/directory`, '--path', work, '--email', 'open@open.test', '--accept-tos', '--http', '--http.port', `127.0.0.1:${httpPort}`];
-    const ok = await lego([...base, '-d', 'www.open.test', 'run']);
+    const base = ['--server', `${ca.httpsUrl}/acme/directory`, '--path', work, '--email', 'open@open.test', '--accept-tos', '--http', '--http.port', `127.0.0.1:${httpPort}`];
+    const env = { LEGO_CA_CERTIFICATES: root };
+    const ok = await lego([...base, '-d', 'www.open.test', 'run'], env);
     expect(ok.status).toBe(0);
     expect(ok.out).toContain('Server responded with a certificate');
-    const refused = await lego([...base, '-d', 'www.closed.test', 'run']);
+    const refused = await lego([...base, '-d', 'www.closed.test', 'run'], env);
     expect(refused.status).not.toBe(0);
     expect(refused.out).toMatch(/rejectedIdentifier/);
   });

@@ -363,7 +363,7 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('ACME without External Ac
 
   it('allows only HSMCA_ACME_ALLOWED_DOMAINS, refuses to validate against private addresses, and limits new accounts per address', async () => {
     const c = await AcmeTestClient.open(ca);
-    expect(c.directory.meta).toEqual({ externalAccountRequired: false });
+    expect(c.directory.meta).toEqual({ externalAccountRequired: false, profiles: { 'tls-server': expect.stringMatching(/serverAuth/) } });
     expect((await c.newAccount()).status).toBe(201);
     const outside = await c.post(c.directory.newOrder, { identifiers: [{ type: 'dns', value: 'www.closed.test' }] });
     expect(outside.body.type).toBe(`${PROBLEM}rejectedIdentifier`);

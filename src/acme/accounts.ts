@@ -121,6 +121,6 @@ export class AcmeAccounts {
     }
     const names = this.deps.config.allowedDomains;
     if (names.length === 0) throw new AcmeProblem('rejectedIdentifier', 'this CA allows no names to accounts without External Account Binding (HSMCA_ACME_ALLOWED_DOMAINS is empty)');
-    return { tokenId: `acme:${a.id}`, name: `acme:${a.id}`, role: 'requester', scope: { names, profiles: ['tls-server'] } };
+    return { tokenId: `acme:${a.id}`, name: `acme:${a.id}`, role: 'requester', scope: { names, profiles: this.deps.config.profiles } };
   }
 }

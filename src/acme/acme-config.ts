@@ -21,6 +21,10 @@ export interface AcmeConfig {
   failedValidationsPerAccountPerHour: number;
   /** HSMCA_ACME_TERMS_OF_SERVICE: a URL shown in the directory's meta, if any */
   termsOfService?: string;
+  /** HSMCA_ACME_BASE_URL: the https:// URL clients reach /acme at (behind a proxy); undefined: the HTTPS listener's */
+  baseUrl?: string;
+  /** HSMCA_ACME_PROFILES: the profiles ACME orders may name (draft-ietf-acme-profiles); the first is the default */
+  profiles: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -39,7 +43,8 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
   return Number(raw);
 }
 
-export function loadAcmeConfig(env: Env): AcmeConfig {
+/** `knownProfiles`: the built-in profiles and the config file's, which HSMCA_ACME_PROFILES may name. */
+export function loadAcmeConfig(env: Env, knownProfiles: string[] = ['tls-server', 'tls-client']): AcmeConfig {
   let dnsResolver: AcmeConfig['dnsResolver'];
   const r = env.HSMCA_ACME_DNS_RESOLVER?.trim();
   if (r) {
@@ -53,6 +58,24 @@ export function loadAcmeConfig(env: Env): AcmeConfig {
   }
   const tos = env.HSMCA_ACME_TERMS_OF_SERVICE?.trim() || undefined;
   if (tos && !/^https?:\/\/\S+$/.test(tos)) throw new ConfigError('HSMCA_ACME_TERMS_OF_SERVICE', 'must be an http:// or https:// URL');
+  const baseUrl = env.HSMCA_ACME_BASE_URL?.trim().replace(/\/+$/, '') || undefined;
+  if (baseUrl !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(baseUrl);
+    } catch {
+      u = undefined;
+    }
+    if (!u || u.protocol !== 'https:' || u.search || u.hash || u.username || u.password) {
+      throw new ConfigError('HSMCA_ACME_BASE_URL', `must be an https:// URL without query or credentials (e.g. https://ca.example.com/acme), got "${baseUrl.slice(0, 120)}"`);
+    }
+  }
+  const profiles = (env.HSMCA_ACME_PROFILES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (profiles.length === 0) profiles.push('tls-server');
+  for (const p of profiles) {
+    if (!knownProfiles.includes(p)) throw new ConfigError('HSMCA_ACME_PROFILES', `"${p.slice(0, 64)}" is not a profile of this CA (${knownProfiles.join(', ')})`);
+  }
+  if (new Set(profiles).size !== profiles.length) throw new ConfigError('HSMCA_ACME_PROFILES', 'names a profile twice');
   return {
     requireEab: bool(env, 'HSMCA_ACME_REQUIRE_EAB', true),
     allowedDomains,
@@ -66,5 +89,7 @@ export function loadAcmeConfig(env: Env): AcmeConfig {
     ordersPerAccountPerHour: int(env, 'HSMCA_ACME_ORDERS_PER_ACCOUNT_PER_HOUR', 300, 0, 1_000_000),
     failedValidationsPerAccountPerHour: int(env, 'HSMCA_ACME_FAILED_VALIDATIONS_PER_ACCOUNT_PER_HOUR', 60, 0, 1_000_000),
     termsOfService: tos,
+    baseUrl,
+    profiles,
   };
 }

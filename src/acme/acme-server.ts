@@ -69,6 +69,8 @@ export function openAcmeServer(core: Core, opts: { issueLimit?: (ip: string | un
       renewalInfo: urls.renewalInfo,
       meta: {
         externalAccountRequired: config.acme.requireEab,
+        // draft-ietf-acme-profiles 3: name → description of each profile an order may name
+        profiles: Object.fromEntries(config.acme.profiles.map((n) => [n, core.profiles.get(n)!.description])),
         ...(config.acme.termsOfService ? { termsOfService: config.acme.termsOfService } : {}),
       },
     }),

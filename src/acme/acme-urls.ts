@@ -4,10 +4,15 @@ import type { AccountRecord, AuthzRecord, ChallengeRecord, OrderRecord } from '.
 /**
  * The ACME server's base URL, in one place: every URL in the directory and
  * in ACME objects, and the `url` every JWS must carry, is built from it.
- * (When the HTTPS listener serves the route table, this becomes its URL.)
+ * ACME is served over HTTPS (contract section 7): the HTTPS listener on the
+ * host of HSMCA_PUBLIC_URL, or HSMCA_ACME_BASE_URL where a proxy fronts
+ * hsmca. With HTTPS off (HSMCA_HTTPS_PORT=0: TLS is the proxy's job) it is
+ * HSMCA_PUBLIC_URL/acme.
  */
 export function acmeBaseUrl(config: Config): string {
-  return `${config.publicUrl}/acme`;
+  if (config.acme.baseUrl) return config.acme.baseUrl;
+  if (config.httpsPort === 0) return `${config.publicUrl}/acme`;
+  return `https://${new URL(config.publicUrl).hostname}:${config.httpsPort}/acme`;
 }
 
 export class AcmeUrls {
@@ -25,9 +30,9 @@ export class AcmeUrls {
   authz(id: string) { return `${this.base}/authz/${id}`; }
   challenge(id: string) { return `${this.base}/chall/${id}`; }
   certificate(orderId: string) { return `${this.base}/cert/${orderId}`; }
-  /** the URL a request was sent to: the base's origin and the request's path */
+  /** the URL a request was sent to: the base and the request's path below /acme (a proxy may serve /acme under another path) */
   requestUrl(path: string): string {
-    return new URL(this.base).origin + path;
+    return path.startsWith('/acme/') ? this.base + path.slice('/acme'.length) : new URL(this.base).origin + path;
   }
 }
 
@@ -44,6 +49,7 @@ export function orderJson(o: OrderRecord, authzIds: string[], urls: AcmeUrls) {
     identifiers: o.identifiers,
     authorizations: authzIds.map((id) => urls.authz(id)),
     finalize: urls.finalize(o.id),
+    ...(o.profile ? { profile: o.profile } : {}),
     ...(o.certificateSerial && o.status === 'valid' ? { certificate: urls.certificate(o.id) } : {}),
     ...(o.error ? { error: o.error } : {}),
   };

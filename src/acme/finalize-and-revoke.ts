@@ -87,9 +87,9 @@ export class AcmeCertificates {
     }
     if (!(await store.setOrderStatus(o.id, ['ready'], 'processing'))) throw new AcmeProblem('orderNotReady', 'the order is being finalized already');
     try {
-      const issued = await this.deps.issuance.issue({ csr: pem, profile: 'tls-server' }, principal);
+      const issued = await this.deps.issuance.issue({ csr: pem, profile: o.profile ?? 'tls-server' }, principal);
       await store.setOrderStatus(o.id, ['processing'], 'valid', { certificateSerial: issued.serialNumber });
-      await audit.tryRecord({ type: 'acmeOrderFinalized', actor: `acme:${account.id}`, subject: issued.serialNumber, details: { order: o.id, identifiers: o.identifiers, tokenId: account.tokenId } });
+      await audit.tryRecord({ type: 'acmeOrderFinalized', actor: `acme:${account.id}`, subject: issued.serialNumber, details: { order: o.id, identifiers: o.identifiers, profile: o.profile ?? 'tls-server', tokenId: account.tokenId } });
       const authzs = await store.authzsOfOrder(o.id);
       return { status: 200, body: orderJson({ ...o, status: 'valid', certificateSerial: issued.serialNumber }, authzs.map((a) => a.id), urls), headers: { Location: urls.order(o.id) } };
     } catch (e) {

@@ -84,7 +84,7 @@ export class AcmeOrders {
     }
     // the account's policy first: an order it could never finalize is refused now, naming the identifier
     const principal = await this.deps.accounts.principalOf(account);
-    const profile = this.deps.profiles.get('tls-server')!;
+    const profile = this.deps.profiles.get(this.profileOf(p.profile, principal.scope as { profiles?: string[] } | null))!;
     try {
       await scopePolicy.check({
         principal,
@@ -98,7 +98,7 @@ export class AcmeOrders {
       await audit.tryRecord({ type: 'acmeOrderRefused', actor: `acme:${account.id}`, details: { identifiers, code: e.code, message: e.message } });
       throw problemFromCaError(e);
     }
-    const order: OrderRecord = { id: id(), accountId: account.id, status: 'pending', identifiers, expiresAt: new Date(now.getTime() + ORDER_LIFETIME_MS), error: null, certificateSerial: null, createdAt: now };
+    const order: OrderRecord = { id: id(), accountId: account.id, status: 'pending', identifiers, expiresAt: new Date(now.getTime() + ORDER_LIFETIME_MS), error: null, certificateSerial: null, createdAt: now, profile: profile.name };
     const authzs: AuthzRecord[] = [];
     const challenges: ChallengeRecord[] = [];
     for (const i of identifiers) {
@@ -109,8 +109,25 @@ export class AcmeOrders {
       for (const type of types) challenges.push({ id: id(), authzId: a.id, accountId: account.id, type, token: randomBytes(32).toString('base64url'), status: 'pending', error: null, validatedAt: null });
     }
     await store.createOrder(order, authzs, challenges, now);
-    await audit.tryRecord({ type: 'acmeOrderCreated', actor: `acme:${account.id}`, subject: order.id, details: { identifiers, tokenId: account.tokenId } });
+    await audit.tryRecord({ type: 'acmeOrderCreated', actor: `acme:${account.id}`, subject: order.id, details: { identifiers, profile: profile.name, tokenId: account.tokenId } });
     return { status: 201, body: orderJson(order, authzs.map((a) => a.id), urls), headers: { Location: urls.order(order.id) } };
+  }
+
+  /**
+   * draft-ietf-acme-profiles 4: the order's "profile", one of HSMCA_ACME_PROFILES that
+   * the account's token may use; without one, the first of those the token may use.
+   */
+  private profileOf(asked: unknown, scope: { profiles?: string[] } | null): string {
+    const offered = this.deps.config.profiles;
+    const permitted = offered.filter((n) => !scope?.profiles || scope.profiles.includes(n));
+    if (asked === undefined) {
+      if (permitted.length === 0) throw new AcmeProblem('invalidProfile', `this account may use none of the profiles offered (${offered.join(', ')})`);
+      return permitted[0];
+    }
+    if (typeof asked !== 'string') throw new AcmeProblem('malformed', '"profile" must be a profile name from the directory\'s meta.profiles');
+    if (!offered.includes(asked)) throw new AcmeProblem('invalidProfile', `"${asked.slice(0, 64)}" is not a profile offered here (${offered.join(', ')})`);
+    if (!permitted.includes(asked)) throw new AcmeProblem('invalidProfile', `this account may not use the profile "${asked}" (it may use: ${permitted.join(', ') || 'none'})`);
+    return asked;
   }
 
   async ownOrder(r: AcmeRequest, orderId: string): Promise<OrderRecord> {

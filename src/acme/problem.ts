@@ -20,6 +20,7 @@ export type ProblemType =
   | 'externalAccountRequired'
   | 'incorrectResponse'
   | 'invalidContact'
+  | 'invalidProfile'
   | 'malformed'
   | 'orderNotReady'
   | 'rateLimited'

@@ -27,10 +27,14 @@ export interface ProfileSpec {
   defaultValidityDays: number;
   /** pre-issuance lints lowered to warnings for this profile (a private CA's own policy); default none: strict */
   lintWarnings?: string[];
+  /** one line shown to clients, e.g. in the ACME directory's meta.profiles; default: made from the key purposes and validity */
+  description?: string;
 }
 
 export interface Profile {
   readonly name: string;
+  /** ProfileSpec.description, or one made from the key purposes and validity */
+  readonly description: string;
   readonly sanTypes: ReadonlySet<SanType>;
   readonly requireSan: boolean;
   readonly commonNameMustBeSan: boolean;
@@ -108,6 +112,8 @@ export function compileProfile(name: string, spec: ProfileSpec): Profile {
   const lintWarnings = spec.lintWarnings ?? [];
   if (!Array.isArray(lintWarnings)) throw new ConfigError(where, 'lintWarnings must be a list of lint names');
   for (const l of lintWarnings) if (!LINT_NAMES.has(l)) throw new ConfigError(where, `unknown lint "${String(l).slice(0, 80)}" in lintWarnings`);
+  if (spec.description !== undefined && (typeof spec.description !== 'string' || spec.description.length > 200)) throw new ConfigError(where, 'description must be text of at most 200 characters');
+  const description = spec.description ?? `${spec.extendedKeyUsage.join(', ')} certificates, ${defV} days by default, at most ${maxV}`;
   const bitsFor = (rsa: boolean) => {
     const b = usages.map((u) => KEY_USAGE_BITS[u]);
     if (rsa && spec.rsaKeyEncipherment && !b.includes(KEY_USAGE_BITS.keyEncipherment)) b.push(KEY_USAGE_BITS.keyEncipherment);
@@ -115,6 +121,7 @@ export function compileProfile(name: string, spec: ProfileSpec): Profile {
   };
   return Object.freeze({
     name,
+    description,
     sanTypes: new Set(sanTypes),
     requireSan: !!spec.requireSan,
     commonNameMustBeSan: !!spec.commonNameMustBeSan,

@@ -8,6 +8,8 @@ import type { TlsMaterial } from '../tls/server-certificate';
 import type { ServerTls } from '../tls/server-tls';
 import { isLoopbackHost } from '../tls/tls-settings';
 import { PUBLIC, Route } from './route';
+import { AcmeProblem, sendProblem } from '../acme/problem';
+import { acmeBaseUrl } from '../acme/acme-urls';
 
 /**
  * TLS 1.2 with forward secrecy and AEAD only (ECDHE with AES-GCM or
@@ -90,8 +92,20 @@ export function plainHttpRoutes(core: Core, routes: Route[]): Route[] {
   if (config.httpsPort === 0 || isLoopbackHost(config.host)) return routes;
   const host = new URL(config.publicUrl).hostname;
   const httpsUrl = `https://${host}:${config.httpsPort}`;
+  // ACME (contract section 7) is an HTTPS service: a client pointed at the plain port learns where the directory is
+  const acmeDirectory = `${acmeBaseUrl(config)}/directory`;
   return routes.map((r) =>
-    typeof r.access === 'object'
+    r.path.startsWith('/acme/')
+      ? {
+          method: r.method,
+          path: r.path,
+          access: PUBLIC,
+          handle: (ctx) => {
+            ctx.res.setHeader('Cache-Control', 'no-store');
+            sendProblem(ctx.res, new AcmeProblem('malformed', `ACME is served on HTTPS only: the directory is ${acmeDirectory}`, { status: 403 }));
+          },
+        }
+      : typeof r.access === 'object'
       ? {
           method: r.method,
           path: r.path,

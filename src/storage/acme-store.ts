@@ -38,6 +38,8 @@ export interface OrderRecord {
   error: unknown;
   certificateSerial: string | null;
   createdAt: Date;
+  /** the profile asked for (draft-ietf-acme-profiles); null: an order from before profiles, tls-server */
+  profile: string | null;
 }
 
 export interface AuthzRecord {
@@ -88,6 +90,7 @@ function order(r: Record<string, unknown>): OrderRecord {
     error: parse(r.error),
     certificateSerial: (r.certificate_serial as string) ?? null,
     createdAt: date(r.created_at),
+    profile: (r.profile as string) ?? null,
   };
 }
 
@@ -237,6 +240,7 @@ export class AcmeStore {
           error: null,
           certificate_serial: null,
           created_at: o.createdAt.getTime(),
+          profile: o.profile,
         });
         if (authzs.length) {
           await trx('acme_authorizations').insert(
