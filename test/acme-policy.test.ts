@@ -99,4 +99,98 @@ describe.each(backends({ pkcs11: false }))('ACME policy ($name)', (backend) => {
     const pem = ((await both.post(fin.body.certificate, '')).body as string).match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/)![0];
     expect(run('openssl', ['x509', '-in', writeTemp('client.pem', pem), '-noout', '-ext', 'extendedKeyUsage'])).toContain('TLS Web Client Authentication');
   });
+
+  describe('authorization reuse', () => {
+    const order = (c: AcmeTestClient, ...names: string[]) => c.post(c.directory.newOrder, { identifiers: names.map((value) => ({ type: 'dns', value })) });
+    const authzStatus = async (c: AcmeTestClient, url: string) => (await c.post(url, '')).body.status;
+
+    it('reuses a valid authorization of the same account and identifier: the order is ready at once', async () => {
+      const c = await account('both');
+      const first = await order(c, 'reuse.acme.test');
+      expect((await answer(c, first.headers.get('location')!, first.body.authorizations)).status).toBe('ready');
+      const again = await order(c, 'reuse.acme.test');
+      expect(again.status).toBe(201);
+      expect(again.body.status).toBe('ready');
+      expect(again.body.authorizations).toEqual(first.body.authorizations);
+      const { csr } = makeCsr({ sans: 'DNS:reuse.acme.test' });
+      const fin = await c.post(again.body.finalize, { csr: csrB64(csr) });
+      expect([fin.status, fin.body.status]).toEqual([200, 'valid']);
+      // mixed: the held name is reused, the new one waits for its validation, then the order is ready
+      const mixed = await order(c, 'reuse.acme.test', 'new.acme.test');
+      expect(mixed.body.status).toBe('pending');
+      expect(mixed.body.authorizations).toContain(first.body.authorizations[0]);
+      expect((await answer(c, mixed.headers.get('location')!, mixed.body.authorizations)).status).toBe('ready');
+      // another account validates for itself
+      const other = await account('both');
+      const theirs = await order(other, 'reuse.acme.test');
+      expect(theirs.body.status).toBe('pending');
+      expect(theirs.body.authorizations).not.toContain(first.body.authorizations[0]);
+    });
+
+    it('never carries a wildcard authorization to the plain name, nor the other way round', async () => {
+      const c = await account('both');
+      const wild = await order(c, '*.wild.acme.test');
+      expect((await answer(c, wild.headers.get('location')!, wild.body.authorizations)).status).toBe('ready');
+      const plain = await order(c, 'wild.acme.test');
+      expect(plain.body.status).toBe('pending');
+      expect(plain.body.authorizations).not.toEqual(wild.body.authorizations);
+      expect((await answer(c, plain.headers.get('location')!, plain.body.authorizations)).status).toBe('ready');
+      const wildAgain = await order(c, '*.wild.acme.test');
+      expect(wildAgain.body).toMatchObject({ status: 'ready', authorizations: wild.body.authorizations });
+      const plainAgain = await order(c, 'wild.acme.test');
+      expect(plainAgain.body).toMatchObject({ status: 'ready', authorizations: plain.body.authorizations });
+    });
+
+    it('never reuses a deactivated authorization, nor those behind a revoked certificate, nor a deactivated account\'s', async () => {
+      const c = await account('both');
+      const first = await order(c, 'gone.acme.test');
+      await answer(c, first.headers.get('location')!, first.body.authorizations);
+      const deact = await c.post(first.body.authorizations[0], { status: 'deactivated' });
+      expect(deact.body.status).toBe('deactivated');
+      const afterDeact = await order(c, 'gone.acme.test');
+      expect(afterDeact.body.status).toBe('pending');
+      const ready = await answer(c, afterDeact.headers.get('location')!, afterDeact.body.authorizations);
+      const { csr } = makeCsr({ sans: 'DNS:gone.acme.test' });
+      const fin = await c.post(ready.finalize, { csr: csrB64(csr) });
+      const pem = ((await c.post(fin.body.certificate, '')).body as string).match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/)![0];
+      const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+      expect((await c.post(c.directory.revokeCert, { certificate: der.toString('base64url'), reason: 1 })).status).toBe(200);
+      expect(await authzStatus(c, afterDeact.body.authorizations[0])).toBe('revoked');
+      const afterRevoke = await order(c, 'gone.acme.test');
+      expect(afterRevoke.body.status).toBe('pending');
+      await answer(c, afterRevoke.headers.get('location')!, afterRevoke.body.authorizations);
+      expect(await authzStatus(c, afterRevoke.body.authorizations[0])).toBe('valid');
+      expect((await c.post(c.kid!, { status: 'deactivated' })).body.status).toBe('deactivated');
+      // the account can no longer ask; its authorization is deactivated in the database too
+      const held = await c.post(afterRevoke.body.authorizations[0], '');
+      expect(held.body.type).toBe(`${PROBLEM}unauthorized`);
+      const row = await ca.svc.core.db.knex('acme_authorizations').where({ id: afterRevoke.body.authorizations[0].split('/').pop() }).first();
+      expect(row.status).toBe('deactivated');
+    });
+  });
+});
+
+describe.each(backends({ pkcs11: false }).slice(0, 1))('HSMCA_ACME_AUTHZ_REUSE_HOURS=0 ($name)', (backend) => {
+  it('validates every order afresh', async () => {
+    const dns = await startChallTestSrv();
+    const ca = await startTestCa(backend, { env: { HSMCA_ACME_ALLOW_PRIVATE_ADDRESSES: 'true', HSMCA_ACME_DNS_RESOLVER: `127.0.0.1:${dns.dnsPort}`, HSMCA_ACME_AUTHZ_REUSE_HOURS: '0' } });
+    try {
+      await requesterToken(ca, 'web', { names: ['*.acme.test'] });
+      const c = await AcmeTestClient.open(ca);
+      const [kid, hmac] = await createEab(ca, 'web');
+      await c.newAccount({ termsOfServiceAgreed: true, externalAccountBinding: await c.eab(kid, hmac) });
+      const first = await c.post(c.directory.newOrder, { identifiers: [{ type: 'dns', value: 'once.acme.test' }] });
+      const authz = (await c.post(first.body.authorizations[0], '')).body;
+      const ch = authz.challenges.find((x: any) => x.type === 'dns-01');
+      await dns.setTxt('_acme-challenge.once.acme.test', c.dnsDigest(await c.keyAuthorization(ch.token)));
+      await c.post(ch.url, {});
+      expect((await c.poll(first.headers.get('location')!, (b) => b.status !== 'pending')).status).toBe('ready');
+      const again = await c.post(c.directory.newOrder, { identifiers: [{ type: 'dns', value: 'once.acme.test' }] });
+      expect(again.body.status).toBe('pending');
+      expect(again.body.authorizations).not.toEqual(first.body.authorizations);
+    } finally {
+      await ca.stop();
+      await dns.stop();
+    }
+  });
 });

@@ -96,6 +96,8 @@ export class AcmeAccounts {
     }
     if (contact || status !== a.status) {
       await store.updateAccount(id, { contact, status });
+      // RFC 8555 7.3.6: a deactivated account's authorizations are never reused
+      if (status === 'deactivated') await store.endValidAuthzs({ accountId: id }, 'deactivated');
       await audit.tryRecord({ type: 'acmeAccountUpdated', actor: `acme:${id}`, subject: id, details: { contact: contact ?? a.contact, status } });
     }
     return { status: 200, body: accountJson({ ...a, contact: contact ?? a.contact, status }, urls), headers: { Location: urls.account(id) } };

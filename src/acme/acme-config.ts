@@ -25,6 +25,8 @@ export interface AcmeConfig {
   baseUrl?: string;
   /** HSMCA_ACME_PROFILES: the profiles ACME orders may name (draft-ietf-acme-profiles); the first is the default */
   profiles: string[];
+  /** HSMCA_ACME_AUTHZ_REUSE_HOURS: a valid authorization serves the account's new orders for the same identifier this long after its validation; 0: never */
+  authzReuseHours: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -91,5 +93,6 @@ export function loadAcmeConfig(env: Env, knownProfiles: string[] = ['tls-server'
     termsOfService: tos,
     baseUrl,
     profiles,
+    authzReuseHours: int(env, 'HSMCA_ACME_AUTHZ_REUSE_HOURS', 24, 0, 720),
   };
 }

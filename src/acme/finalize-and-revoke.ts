@@ -163,6 +163,9 @@ export class AcmeCertificates {
       if (e instanceof CaError) throw problemFromCaError(e);
       throw e;
     }
+    // the authorizations behind a revoked certificate are not reused for its replacement: it is validated afresh
+    const ordered = await this.deps.store.orderByCertificate(serial);
+    if (ordered) await this.deps.store.endValidAuthzs({ orderId: ordered.id }, 'revoked');
     return { status: 200 };
   }
 }

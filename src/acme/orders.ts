@@ -100,17 +100,30 @@ export class AcmeOrders {
     }
     const order: OrderRecord = { id: id(), accountId: account.id, status: 'pending', identifiers, expiresAt: new Date(now.getTime() + ORDER_LIFETIME_MS), error: null, certificateSerial: null, createdAt: now, profile: profile.name };
     const authzs: AuthzRecord[] = [];
+    const reused: AuthzRecord[] = [];
     const challenges: ChallengeRecord[] = [];
+    const reuseMs = config.authzReuseHours * HOUR_MS;
     for (const i of identifiers) {
       const wildcard = i.value.startsWith('*.');
+      const identifier = { type: i.type, value: wildcard ? i.value.slice(2) : i.value };
+      // RFC 8555 7.1.3: an order may share a valid authorization the account already holds for the same identifier
+      // (a wildcard only with a wildcard); a deactivated or revoked one is never valid again
+      const held = reuseMs > 0 ? await store.reusableAuthz(account.id, identifier, wildcard, new Date(now.getTime() - reuseMs), now) : undefined;
+      if (held) {
+        reused.push(held);
+        continue;
+      }
       const a: AuthzRecord = { id: id(), orderId: order.id, accountId: account.id, identifier: { type: i.type, value: wildcard ? i.value.slice(2) : i.value }, wildcard, status: 'pending', expiresAt: order.expiresAt };
       authzs.push(a);
       const types: ChallengeRecord['type'][] = wildcard ? ['dns-01'] : i.type === 'ip' ? ['http-01', 'tls-alpn-01'] : ['http-01', 'dns-01', 'tls-alpn-01'];
       for (const type of types) challenges.push({ id: id(), authzId: a.id, accountId: account.id, type, token: randomBytes(32).toString('base64url'), status: 'pending', error: null, validatedAt: null });
     }
-    await store.createOrder(order, authzs, challenges, now);
-    await audit.tryRecord({ type: 'acmeOrderCreated', actor: `acme:${account.id}`, subject: order.id, details: { identifiers, profile: profile.name, tokenId: account.tokenId } });
-    return { status: 201, body: orderJson(order, authzs.map((a) => a.id), urls), headers: { Location: urls.order(order.id) } };
+    // every authorization reused: nothing to validate, the order is ready at once
+    if (authzs.length === 0) order.status = 'ready';
+    await store.createOrder(order, authzs, challenges, now, reused.map((a) => a.id));
+    await audit.tryRecord({ type: 'acmeOrderCreated', actor: `acme:${account.id}`, subject: order.id, details: { identifiers, profile: profile.name, tokenId: account.tokenId, reusedAuthorizations: reused.map((a) => a.id) } });
+    const all = [...authzs, ...reused].sort((x, y) => (x.identifier.value < y.identifier.value ? -1 : x.identifier.value > y.identifier.value ? 1 : 0));
+    return { status: 201, body: orderJson(order, all.map((a) => a.id), urls), headers: { Location: urls.order(order.id) } };
   }
 
   /**

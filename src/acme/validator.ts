@@ -76,11 +76,13 @@ export class Validator {
     const details = { account: c.accountId, challenge: c.id, type: c.type, identifier: authz.identifier };
     if (!problem) {
       if (!(await store.setChallengeStatus(c.id, ['processing'], 'valid', now))) return;
-      await store.setAuthzStatus(authz.id, ['pending'], 'valid');
-      // the order is ready as soon as its last authorization is valid: a client that sees the
+      await store.validateAuthz(authz.id, now);
+      // an order is ready as soon as its last authorization is valid: a client that sees the
       // authorization valid finalizes at once (finalize also checks, for the moment in between)
-      const siblings = await store.authzsOfOrder(authz.orderId);
-      if (siblings.every((a) => a.status === 'valid')) await store.setOrderStatus(authz.orderId, ['pending'], 'ready');
+      for (const orderId of await store.orderIdsOfAuthz(authz.id)) {
+        const siblings = await store.authzsOfOrder(orderId);
+        if (siblings.every((a) => a.status === 'valid')) await store.setOrderStatus(orderId, ['pending'], 'ready');
+      }
       await audit.tryRecord({ type: 'acmeValidationSucceeded', actor: `acme:${c.accountId}`, subject: authz.identifier.value, details });
       return;
     }
@@ -88,13 +90,15 @@ export class Validator {
     if (!(await store.setChallengeStatus(c.id, ['processing'], 'invalid', now, doc))) return;
     await store.setAuthzStatus(authz.id, ['pending'], 'invalid');
     await audit.tryRecord({ type: 'acmeValidationFailed', actor: `acme:${c.accountId}`, subject: authz.identifier.value, details: { ...details, problem: doc } });
-    await store.setOrderStatus(authz.orderId, ['pending'], 'invalid', {
-      error: {
-        type: 'urn:ietf:params:acme:error:unauthorized',
-        detail: `validation of ${authz.identifier.value} failed`,
-        status: 403,
-        subproblems: [{ type: doc.type, detail: doc.detail, identifier: authz.identifier }],
-      },
-    });
+    for (const orderId of await store.orderIdsOfAuthz(authz.id)) {
+      await store.setOrderStatus(orderId, ['pending'], 'invalid', {
+        error: {
+          type: 'urn:ietf:params:acme:error:unauthorized',
+          detail: `validation of ${authz.identifier.value} failed`,
+          status: 403,
+          subproblems: [{ type: doc.type, detail: doc.detail, identifier: authz.identifier }],
+        },
+      });
+    }
   }
 }

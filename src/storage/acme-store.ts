@@ -228,7 +228,8 @@ export class AcmeStore {
 
   // --- orders, authorizations, challenges
 
-  createOrder(o: OrderRecord, authzs: AuthzRecord[], challenges: ChallengeRecord[], now: Date): Promise<void> {
+  /** The order, its new authorizations and their challenges, and its links to them and to the reused ones (`reusedAuthzIds`), in one transaction. */
+  createOrder(o: OrderRecord, authzs: AuthzRecord[], challenges: ChallengeRecord[], now: Date, reusedAuthzIds: string[] = []): Promise<void> {
     return guarded(() =>
       this.knex.transaction(async (trx) => {
         await trx('acme_orders').insert({
@@ -256,6 +257,8 @@ export class AcmeStore {
             })),
           );
         }
+        const links = [...authzs.map((a) => a.id), ...reusedAuthzIds];
+        if (links.length) await trx('acme_order_authorizations').insert(links.map((authz_id) => ({ order_id: o.id, authz_id })));
         if (challenges.length) {
           await trx('acme_challenges').insert(
             challenges.map((c) => ({ id: c.id, authz_id: c.authzId, account_id: c.accountId, type: c.type, token: c.token, status: c.status, error: null, validated_at: null, updated_at: now.getTime() })),
@@ -298,8 +301,54 @@ export class AcmeStore {
     return guarded(async () => (await this.knex('acme_orders').where({ id }).whereIn('status', from).update(row)) === 1);
   }
 
+  /** the order's authorizations: those it made and those it reused (acme_order_authorizations) */
   authzsOfOrder(orderId: string): Promise<AuthzRecord[]> {
-    return guarded(async () => (await this.knex('acme_authorizations').where({ order_id: orderId }).orderBy('identifier_value')).map(authz));
+    return guarded(async () =>
+      (
+        await this.knex('acme_authorizations as a')
+          .join('acme_order_authorizations as l', 'l.authz_id', 'a.id')
+          .where('l.order_id', orderId)
+          .orderBy('a.identifier_value')
+          .select('a.*')
+      ).map(authz),
+    );
+  }
+
+  /** the orders an authorization belongs to */
+  orderIdsOfAuthz(authzId: string): Promise<string[]> {
+    return guarded(async () => (await this.knex('acme_order_authorizations').where({ authz_id: authzId }).select('order_id')).map((r: { order_id: string }) => r.order_id));
+  }
+
+  /**
+   * A valid authorization of the account for exactly this identifier (a wildcard
+   * one only for a wildcard, a plain one only for a plain name), validated at
+   * `validatedSince` or later and not expiring before `usableUntil`: the newest.
+   */
+  reusableAuthz(accountId: string, identifier: AcmeIdentifier, wildcard: boolean, validatedSince: Date, usableUntil: Date): Promise<AuthzRecord | undefined> {
+    return guarded(async () => {
+      const r = await this.knex('acme_authorizations')
+        .where({ account_id: accountId, identifier_type: identifier.type, identifier_value: identifier.value, wildcard, status: 'valid' })
+        .andWhere('validated_at', '>=', validatedSince.getTime())
+        .andWhere('expires_at', '>', usableUntil.getTime())
+        .orderBy('validated_at', 'desc')
+        .first();
+      return r && authz(r);
+    });
+  }
+
+  /** pending → valid, stamping when (the start of its reuse window) */
+  validateAuthz(id: string, now: Date): Promise<boolean> {
+    return guarded(async () => (await this.knex('acme_authorizations').where({ id, status: 'pending' }).update({ status: 'valid', validated_at: now.getTime() })) === 1);
+  }
+
+  /** Ends the reuse of valid authorizations: an account's when it is deactivated, or an order's when its certificate is revoked. */
+  endValidAuthzs(where: { accountId: string } | { orderId: string }, to: 'deactivated' | 'revoked'): Promise<number> {
+    return guarded(async () => {
+      const q = this.knex('acme_authorizations').where({ status: 'valid' });
+      if ('accountId' in where) q.andWhere({ account_id: where.accountId });
+      else q.whereIn('id', this.knex('acme_order_authorizations').where({ order_id: where.orderId }).select('authz_id'));
+      return q.update({ status: to });
+    });
   }
 
   authzById(id: string): Promise<AuthzRecord | undefined> {
