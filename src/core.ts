@@ -101,11 +101,18 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   };
   try {
     const caStore = new CaStore(db);
-    const hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
-    const auditSigner = await openAuditKey(config, hsm, opts.role);
-    const services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
+    // several instances starting at once on one PostgreSQL database take turns here (one makes the keys, the others adopt them)
+    const releaseStartup = await db.startupLock();
+    let hierarchy: CaHierarchy, auditSigner: Signer | undefined, services: Services;
+    try {
+      hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
+      auditSigner = await openAuditKey(config, hsm, opts.role);
+      services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
+    } finally {
+      await releaseStartup();
+    }
     // Each worker process keeps its own buckets, like the issuance limits.
-    const limitPerMinute = Math.ceil(config.authFailureLimit / config.workers);
+    const limitPerMinute = Math.ceil(config.authFailureLimit / (config.workers * config.instances));
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
     return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
   } catch (e) {
