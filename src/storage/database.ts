@@ -53,7 +53,8 @@ async function pgStartupLock(url: string): Promise<() => Promise<void>> {
     await client.end().catch(() => undefined);
     throw e;
   }
-  return () => client.end().catch(() => undefined);
+  let released: Promise<void> | undefined;
+  return () => (released ??= client.end().catch(() => undefined));
 }
 
 /**
