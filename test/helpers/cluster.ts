@@ -292,7 +292,11 @@ export async function startCluster(opts: { instances?: number; env?: Record<stri
     },
     async stop() {
       await Promise.all(instances.map((i) => stopInstance(i, 'SIGKILL')));
-      haproxy.kill('SIGKILL');
+      if (haproxy.exitCode === null && haproxy.signalCode === null) {
+        const gone = new Promise((r) => haproxy.once('exit', r));
+        haproxy.kill('SIGKILL');
+        await gone;
+      }
       await db?.end().catch(() => undefined);
       await pg.destroy();
       await tokens.cleanup();
@@ -341,4 +345,35 @@ export function ocspStatusByOpenssl(response: Buffer, dir: string): string {
   fs.rmSync(file);
   const m = text.match(/Cert Status: (\w+)/);
   return m ? m[1] : `unparsed: ${text.slice(0, 200)}`;
+}
+
+/** The CRL an instance (or the balancer) serves: its number and its serials (lowercase hex), read by the openssl CLI. */
+export async function crlFrom(base: string, dir: string): Promise<{ number: number; serials: string[] }> {
+  const res = await fetch(`${base}/crl`);
+  if (res.status !== 200) throw new Error(`GET ${base}/crl: ${res.status}`);
+  const file = path.join(dir, `crl-${process.hrtime.bigint()}.der`);
+  fs.writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+  const text = execFileSync('openssl', ['crl', '-inform', 'DER', '-in', file, '-noout', '-text'], { encoding: 'utf8' });
+  fs.rmSync(file);
+  const number = Number(text.match(/X509v3 CRL Number:\s*\n\s*(\d+)/)?.[1] ?? NaN);
+  const serials = [...text.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((m) => m[1].toLowerCase().replace(/^0+/, ''));
+  return { number, serials };
+}
+
+/** The status OCSP answers for `serial` on `base` (GET, as a browser would), judged by the openssl CLI. */
+export async function ocspStatusAt(base: string, issuerPem: string, serial: string, dir: string): Promise<string> {
+  const req = ocspRequestDer(issuerPem, serial).toString('base64');
+  const res = await fetch(`${base}/ocsp/${encodeURIComponent(req)}`);
+  if (res.status !== 200) return `http ${res.status}`;
+  return ocspStatusByOpenssl(Buffer.from(await res.arrayBuffer()), dir);
+}
+
+/** Polls `check` every 100 ms until it holds or `ms` pass; returns how long it took (or throws with `what`). */
+export async function within(ms: number, what: string, check: () => Promise<boolean>): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    if (await check().catch(() => false)) return Date.now() - t0;
+    if (Date.now() - t0 > ms) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(100);
+  }
 }
