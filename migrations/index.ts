@@ -9,6 +9,7 @@ import * as m005 from './005_blocked_keys';
 import * as m008 from './008_acme';
 import * as m010 from './010_certificate_created_index';
 import * as m009 from './009_acme_profiles_reuse';
+import * as m011 from './011_cluster';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '008_acme': m008,
   '010_certificate_created_index': m010,
   '009_acme_profiles_reuse': m009,
+  '011_cluster': m011,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

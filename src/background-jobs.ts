@@ -1,4 +1,5 @@
 import { Debouncer } from './ca/crl-service';
+import { Cluster, NOTIFY_CHANNELS } from './cluster/cluster';
 import type { Core } from './core';
 import { Logger } from './log';
 
@@ -10,6 +11,8 @@ const RESPONDER_CHECK_MS = 3600_000;
 const RESPONDER_ADOPT_MS = 60_000;
 /** How often each of several workers reloads the newest CRL from the shared database. */
 const CRL_RELOAD_MS = 2000;
+/** Several instances on PostgreSQL: the slow poll behind LISTEN/NOTIFY (a notification lost with a session). */
+const CLUSTER_POLL_MS = 15_000;
 /** How often the HTTPS certificate is checked: renewed when due (leader), adopted (followers), reloaded when brought files change. */
 export const TLS_CHECK_MS = 60_000;
 /** How often the leader signs the audit log's head (also at start and at shutdown). */
@@ -45,37 +48,65 @@ export interface BackgroundJobs {
  *   thirds of its life (leader), adopted by followers; every process swaps
  *   its own listener's secure context.
  */
-export function startBackgroundJobs(core: Core, leader: boolean, tls?: { refresh(): Promise<unknown> }): BackgroundJobs {
+export function startBackgroundJobs(core: Core, cluster: Cluster, tls?: { refresh(): Promise<unknown> }): BackgroundJobs {
   const timers: NodeJS.Timeout[] = [];
   const every = (ms: number, job: () => Promise<unknown>, what: string) => {
     const t = setInterval(() => job().catch(logFailure(core.log, what)), ms);
     t.unref();
     timers.push(t);
   };
+  const leads = () => cluster.leadership.isLeader();
+  // only the leader renews the OCSP responder certificate; the others adopt it
+  core.responders.issueOnlyWhen(leads);
 
   // after revocations: the full CRL and the shards revoked into; periodically: every shard too (they expire)
   const crl = new Debouncer((periodic) => core.crls.refresh({ allShards: periodic }), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
-  if (leader) crl.start();
-  core.revocation.onRevoked((e) => {
-    if (e.record.crlShard !== null) core.crls.shards?.markDirty(e.record.crlShard);
+  const revoked = (shard: number | null) => {
+    if (shard !== null) core.crls.shards?.markDirty(shard);
     crl.trigger();
-  });
-  // Several workers share one database: serve the newest CRL whoever made it.
-  if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
+  };
+  if (cluster.shared) {
+    // Several instances: the leader builds every CRL. Each revocation, whichever instance made it,
+    // reaches it by NOTIFY; a new leader first builds one if any revocation is missing from the last.
+    core.revocation.onRevoked((e) => (leads() ? revoked(e.record.crlShard) : undefined));
+    cluster.on(NOTIFY_CHANNELS.revoked, (p) => (leads() ? revoked(p === '' ? null : Number(p)) : undefined));
+    cluster.on(NOTIFY_CHANNELS.crl, () => void core.crls.reload().catch(logFailure(core.log, 'CRL reload')));
+    cluster.on(NOTIFY_CHANNELS.keys, () => void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder adoption')));
+    cluster.onSession(() => {
+      void core.crls.reload().catch(logFailure(core.log, 'CRL reload'));
+      void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder adoption'));
+    });
+    every(CLUSTER_POLL_MS, () => core.crls.reload(), 'CRL reload');
+  } else {
+    // One database file: the process that revoked builds the CRL (several workers share the file).
+    core.revocation.onRevoked((e) => revoked(e.record.crlShard));
+    if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
+  }
 
-  every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => core.responders.ensureFresh(), 'OCSP responder renewal');
+  every(RESPONDER_ADOPT_MS, () => (leads() ? Promise.resolve() : core.responders.ensureFresh()), 'OCSP responder adoption');
+  every(RESPONDER_CHECK_MS, () => (leads() ? core.responders.ensureFresh() : Promise.resolve()), 'OCSP responder renewal');
 
   if (tls) every(TLS_CHECK_MS, () => tls.refresh(), 'HTTPS certificate renewal');
 
   // Failed authentications: one summary per address per interval (every worker, for its own).
   every(core.authFailures.intervalMs, () => core.authFailures.flush(), 'authentication failure summary');
 
-  const signer = leader ? core.auditSigner : undefined;
-  const checkpoint = (): Promise<void> => (signer ? core.audit.checkpoint(signer).catch(logFailure(core.log, 'audit checkpoint')) : Promise.resolve());
-  if (signer) {
+  const signer = core.auditSigner;
+  const checkpoint = (): Promise<void> => (signer && leads() ? core.audit.checkpoint(signer).catch(logFailure(core.log, 'audit checkpoint')) : Promise.resolve());
+  every(AUDIT_CHECKPOINT_MS, checkpoint, 'audit checkpoint');
+
+  // Taking the lead: the periodic CRL, a CRL now if a revocation is missing from the last, the responder and a checkpoint.
+  const lead = () => {
+    crl.start();
+    void core.crls.init().catch(logFailure(core.log, 'CRL catch-up'));
+    void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder renewal'));
     void checkpoint();
-    every(AUDIT_CHECKPOINT_MS, checkpoint, 'audit checkpoint');
+  };
+  if (leads()) {
+    crl.start();
+    void checkpoint();
   }
+  cluster.leadership.onChange((leader) => (leader ? lead() : crl.stop()));
 
   return {
     async stop() {

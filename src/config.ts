@@ -50,6 +50,14 @@ export interface Config extends TlsSettings {
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   /** the ACME server (contract section 7) */
   acme: AcmeConfig;
+  /** several instances (contract section 8): hsmca processes sharing the database; per-token and per-address rate limits are divided by it */
+  instances: number;
+  /** the leader's lease on PostgreSQL (src/cluster/leader-election.ts) */
+  leaderLeaseSeconds: number;
+  /** how long /readyz answers 503 at a graceful stop before the listener closes (the balancer drains) */
+  shutdownDelaySeconds: number;
+  /** how long a graceful stop waits for requests in flight before it closes their connections */
+  shutdownGraceSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -172,5 +180,9 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     ...loadTlsSettings(env, publicUrl, port),
     acme: loadAcmeConfig(env, [...Object.keys(BUILTIN_PROFILES), ...Object.keys(profiles)]),
+    instances: intSetting(env, 'HSMCA_INSTANCES', 1, 1, 1000),
+    leaderLeaseSeconds: intSetting(env, 'HSMCA_LEADER_LEASE_SECONDS', 10, 2, 3600),
+    shutdownDelaySeconds: intSetting(env, 'HSMCA_SHUTDOWN_DELAY_SECONDS', 0, 0, 3600),
+    shutdownGraceSeconds: intSetting(env, 'HSMCA_SHUTDOWN_GRACE_SECONDS', 30, 0, 3600),
   };
 }

@@ -84,9 +84,18 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   prepareDataDir(config.dataDir);
   const profiles = new ProfileRegistry(config.profiles);
   const db = await openConfiguredDatabase(config, log);
+  // Several instances starting at once on one PostgreSQL database take turns from here to the
+  // services (one makes the HSM's and the CA's keys, the others adopt them); SQLite: no wait.
+  let releaseStartup: () => Promise<void>;
   let rawHsm: Hsm;
   try {
-    rawHsm = await openConfiguredHsm(config);
+    releaseStartup = await db.startupLock();
+    try {
+      rawHsm = await openConfiguredHsm(config);
+    } catch (e) {
+      await releaseStartup();
+      throw e;
+    }
   } catch (e) {
     await db.close();
     throw e;
@@ -95,17 +104,23 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
   // Every key generated from here on (CA keys at init, OCSP responder keys, the audit key) is audited.
   const hsm = new KeyAuditingHsm(new InstrumentedHsm(rawHsm, metrics, log), audit);
   const close = async () => {
+    await releaseStartup();
     await audit.close().catch(() => undefined);
     await hsm.close().catch(() => undefined);
     await db.close().catch(() => undefined);
   };
   try {
     const caStore = new CaStore(db);
-    const hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
-    const auditSigner = await openAuditKey(config, hsm, opts.role);
-    const services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
+    let hierarchy: CaHierarchy, auditSigner: Signer | undefined, services: Services;
+    try {
+      hierarchy = await openHierarchy(config, { hsm, caStore, clock, log, audit });
+      auditSigner = await openAuditKey(config, hsm, opts.role);
+      services = await openServices(config, opts, { clock, log, metrics, db, hsm, audit, caStore, hierarchy, profiles });
+    } finally {
+      await releaseStartup();
+    }
     // Each worker process keeps its own buckets, like the issuance limits.
-    const limitPerMinute = Math.ceil(config.authFailureLimit / config.workers);
+    const limitPerMinute = Math.ceil(config.authFailureLimit / (config.workers * config.instances));
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
     return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
   } catch (e) {

@@ -1,6 +1,9 @@
 import type * as http from 'node:http';
 import type * as https from 'node:https';
+import * as os from 'node:os';
 import { BackgroundJobs, startBackgroundJobs } from './background-jobs';
+import { Cluster, openCluster } from './cluster/cluster';
+import { Readiness, readinessRoutes } from './cluster/readiness';
 import { Config } from './config';
 import { Core, CoreOptions, openCore } from './core';
 import { HttpsListener, listenHttps, plainHttpRoutes } from './http/https-listener';
@@ -18,7 +21,15 @@ export interface RunningService {
   httpsUrl?: string;
   /** its certificate: `tls.refresh()` is the renewal job */
   tls?: ServerTls;
-  /** graceful stop: no new connections, in-flight requests finish, then the database and HSM close */
+  /** several instances: leadership, notifications, the instance's row (cluster/) */
+  cluster: Cluster;
+  /** /readyz's state */
+  readiness: Readiness;
+  /**
+   * graceful stop: /readyz says 503 at once; after HSMCA_SHUTDOWN_DELAY_SECONDS
+   * no new connections; in-flight requests finish (at most
+   * HSMCA_SHUTDOWN_GRACE_SECONDS), then the jobs, leadership, database and HSM close
+   */
   stop(): Promise<void>;
 }
 
@@ -38,32 +49,60 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
     await core.close();
     throw e;
   }
-  const jobs = startBackgroundJobs(core, opts.role !== 'follower', tls);
+  let cluster: Cluster;
+  try {
+    cluster = await openCluster(core, opts.role);
+  } catch (e) {
+    await core.close();
+    throw e;
+  }
+  const jobs = startBackgroundJobs(core, cluster, tls);
+  const readiness = new Readiness(() => core.db.ping());
+  // from the start of a stop, every answer closes its connection: clients and the balancer open new ones elsewhere
+  const draining =
+    (inner: http.RequestListener): http.RequestListener =>
+    (req, res) => {
+      if (readiness.isStopping) res.setHeader('Connection', 'close');
+      inner(req, res);
+    };
   let listener: HttpListener | undefined;
   let secure: HttpsListener | undefined;
   try {
     // built once: both listeners share the rate limits' buckets
-    const routes = serviceRoutes(core);
-    listener = await listenHttp(core, createRequestListener(core, plainHttpRoutes(core, routes)));
-    if (tls) secure = await listenHttps(core, tls, createRequestListener(core, routes));
+    const routes = [...readinessRoutes(readiness), ...serviceRoutes(core)];
+    listener = await listenHttp(core, draining(createRequestListener(core, plainHttpRoutes(core, routes))));
+    if (tls) secure = await listenHttps(core, tls, draining(createRequestListener(core, routes)));
+    await cluster.registry.register(os.hostname(), Number(new URL(listener.url).port));
   } catch (e) {
-    await listener?.close();
-    await stopCore(core, jobs, false);
+    await Promise.all([listener?.close(), secure?.close()]);
+    await stopCore(core, jobs, cluster, false);
     throw e;
   }
-  core.log.info('hsmca serving', { url: listener.url, httpsUrl: secure?.url, hsm: core.hsm.kind, database: core.db.kind });
+  core.log.info('hsmca serving', { url: listener.url, httpsUrl: secure?.url, hsm: core.hsm.kind, database: core.db.kind, instance: cluster.instanceId });
   let stopping: Promise<void> | undefined;
   const plain = listener;
+  const servers = [plain.server, secure?.server];
   const stop = () =>
     (stopping ??= (async () => {
-      await Promise.all([plain.close(), secure?.close()]);
-      await stopCore(core, jobs, true);
+      readiness.beginStop();
+      // the balancer sees /readyz fail and stops sending new requests here
+      if (config.shutdownDelaySeconds > 0) await sleep(config.shutdownDelaySeconds * 1000);
+      const closed = Promise.all([plain.close(), secure?.close()]);
+      // requests still running after the grace period lose their connections
+      const grace = setTimeout(() => servers.forEach((s) => s?.closeAllConnections()), config.shutdownGraceSeconds * 1000);
+      await closed;
+      clearTimeout(grace);
+      await stopCore(core, jobs, cluster, true);
     })());
-  return { core, server: listener.server, url: listener.url, httpsServer: secure?.server, httpsUrl: secure?.url, tls, stop };
+  return { core, server: listener.server, url: listener.url, httpsServer: secure?.server, httpsUrl: secure?.url, tls, cluster, readiness, stop };
 }
 
-async function stopCore(core: Core, jobs: BackgroundJobs, checkpoint: boolean): Promise<void> {
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function stopCore(core: Core, jobs: BackgroundJobs, cluster: Cluster, checkpoint: boolean): Promise<void> {
   await jobs.stop();
   if (checkpoint) await jobs.finalCheckpoint();
+  await cluster.registry.deregister();
+  await cluster.stop();
   await core.close();
 }

@@ -228,6 +228,7 @@ export class Debouncer {
   ) {}
 
   start(): void {
+    if (this.periodic) return;
     this.periodic = setInterval(() => this.fire(true), this.everyMs);
     this.periodic.unref();
   }
@@ -267,5 +268,6 @@ export class Debouncer {
   /** No more periodic runs; a run waiting for its delay stays pending for flush(). */
   stop(): void {
     if (this.periodic) clearInterval(this.periodic);
+    this.periodic = undefined;
   }
 }

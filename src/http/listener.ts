@@ -26,10 +26,12 @@ import { isLoopbackHost } from '../tls/tls-settings';
 
 /** The service's whole route table: every route of contract section 3 and the status routes. */
 export function serviceRoutes(core: Core): Route[] {
-  // Each worker process keeps its own buckets; connections are spread evenly over them.
+  // Each worker process of each instance (HSMCA_INSTANCES) keeps its own buckets; connections are
+  // spread evenly over them, so each gets its share of the configured limit (docs/configuration.md).
+  const shares = core.config.workers * core.config.instances;
   const issueLimit = new IssuanceRateLimit({
-    perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
-    perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
+    perToken: Math.ceil(core.config.issueRatePerToken / shares),
+    perAddress: Math.ceil(core.config.issueRatePerAddress / shares),
   });
   return [
     ...ocspRoutes(core.ocsp, core.metrics),

@@ -31,6 +31,8 @@ export class ResponderCertificateManager {
   private currentIdentity?: ResponderIdentity & { notAfter: Date; notBefore: Date; label: string };
   private renewing?: Promise<void>;
   private readonly listeners: (() => void)[] = [];
+  /** several instances: only the current leader renews (src/cluster/); set by issueOnlyWhen */
+  private leads: () => boolean = () => true;
 
   constructor(
     private readonly deps: {
@@ -48,6 +50,11 @@ export class ResponderCertificateManager {
       lint?: PreIssuanceLint;
     },
   ) {}
+
+  /** From now on a new certificate is issued only while `leads()` says so; otherwise the stored one is adopted. */
+  issueOnlyWhen(leads: () => boolean): void {
+    this.leads = leads;
+  }
 
   onRenewed(fn: () => void): void {
     this.listeners.push(fn);
@@ -78,7 +85,7 @@ export class ResponderCertificateManager {
         this.deps.log.warn('the OCSP responder key is missing or mismatched; issuing a new responder certificate', { keyLabel: rec.keyLabel });
       }
     }
-    if (this.deps.canIssue === false) {
+    if (this.deps.canIssue === false || !this.leads()) {
       if (!this.currentIdentity) throw new StartupError('no usable OCSP responder certificate; the leader process issues it');
       return;
     }

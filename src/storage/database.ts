@@ -1,6 +1,6 @@
 import knexFactory, { Knex } from 'knex';
 import * as path from 'node:path';
-import { types as pgTypes } from 'pg';
+import { Client as PgClient, types as pgTypes } from 'pg';
 import { migrationSource } from '../../migrations';
 import { CaError, StartupError } from '../errors';
 import type { Logger } from '../log';
@@ -28,6 +28,33 @@ export interface Database {
   writer?: SqliteWriter;
   close(): Promise<void>;
   ping(): Promise<void>;
+  /** PostgreSQL only: the connection URL, for the cluster's own session (leader lock, LISTEN) */
+  url?: string;
+  /**
+   * Several instances starting at once take turns through initialisation
+   * (migrations, CA keys on first start, the first admin, the responder
+   * certificate): PostgreSQL, a session advisory lock; SQLite, nothing (one host, one process initialises).
+   * Returns the release.
+   */
+  startupLock(): Promise<() => Promise<void>>;
+}
+
+/** pg_advisory_lock key of start-up: the first 8 bytes of SHA-256("hsmca.startup"), signed. */
+export const PG_STARTUP_LOCK = '9129117931143589782';
+
+/** A session advisory lock on a connection of its own, held until the release closes it (a crash releases it too). */
+async function pgStartupLock(url: string): Promise<() => Promise<void>> {
+  const client = new PgClient({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    await client.query(`SELECT pg_advisory_lock((${PG_STARTUP_LOCK})::bigint)`);
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw e;
+  }
+  let released: Promise<void> | undefined;
+  return () => (released ??= client.end().catch(() => undefined));
 }
 
 /**
@@ -78,7 +105,13 @@ export async function openDatabase(opts: { url?: string; dataDir: string; log?: 
     });
   }
   try {
-    await knex.migrate.latest({ migrationSource });
+    // two instances migrating at once: the second waits, then finds nothing left to do
+    const release = kind === 'postgres' ? await pgStartupLock(opts.url!) : undefined;
+    try {
+      await knex.migrate.latest({ migrationSource });
+    } finally {
+      await release?.();
+    }
   } catch (e) {
     await knex.destroy().catch(() => undefined);
     throw new Error(`cannot open the ${kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database: ${(e as Error).message}`);
@@ -107,6 +140,8 @@ export async function openDatabase(opts: { url?: string; dataDir: string; log?: 
     ping: async () => {
       await knex.raw('select 1');
     },
+    url: kind === 'postgres' ? opts.url : undefined,
+    startupLock: async () => (kind === 'postgres' ? pgStartupLock(opts.url!) : async () => undefined),
   };
 }
 
@@ -127,7 +162,29 @@ export function isUniqueViolation(e: unknown): boolean {
 /** Any storage failure surfaces as 503 with a stable code; details stay in the log. */
 export function storageError(e: unknown): CaError {
   if (e instanceof CaError) return e;
-  return new CaError('unavailable', 'databaseUnavailable', 'the database is unavailable; try again later');
+  return databaseUnavailable();
+}
+
+/** 503 `databaseUnavailable`; Retry-After: 2, a PostgreSQL restart takes a few seconds. */
+export function databaseUnavailable(): CaError {
+  return new CaError('unavailable', 'databaseUnavailable', 'the database is unavailable; try again later', { 'Retry-After': '2' });
+}
+
+/**
+ * Whether an error means the database could not be reached (down, restarting,
+ * the connection dropped, no connection free in time) rather than a fault of
+ * the request: such a request is answered 503 and may be retried.
+ */
+export function isDatabaseUnreachable(e: unknown): boolean {
+  const err = e as { code?: unknown; name?: unknown; message?: unknown } | undefined;
+  if (!err || typeof err !== 'object') return false;
+  const code = typeof err.code === 'string' ? err.code : '';
+  // PostgreSQL: class 08 connection exception, 57P01-57P03 shutdown / cannot connect now, 53300 too many connections
+  if (/^08/.test(code) || /^57P0[1-3]$/.test(code) || code === '53300') return true;
+  if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'SQLITE_BUSY'].includes(code)) return true;
+  if (err.name === 'KnexTimeoutError') return true;
+  const message = typeof err.message === 'string' ? err.message : '';
+  return /Connection terminated|connection is closed|Client has encountered a connection error|terminating connection|the database system is (starting up|shutting down|in recovery mode)|Timeout acquiring a connection/i.test(message);
 }
 
 /** openDatabase for start-up: a failure becomes one line naming the setting to look at. */
