@@ -10,6 +10,8 @@ const RESPONDER_CHECK_MS = 3600_000;
 const RESPONDER_ADOPT_MS = 60_000;
 /** How often each of several workers reloads the newest CRL from the shared database. */
 const CRL_RELOAD_MS = 2000;
+/** How often each process looks for an issuing CA or root made by another process (rotation, root renewal). */
+export const ISSUERS_RELOAD_MS = 2000;
 /** How often the HTTPS certificate is checked: renewed when due (leader), adopted (followers), reloaded when brought files change. */
 export const TLS_CHECK_MS = 60_000;
 /** How often the leader signs the audit log's head (also at start and at shutdown). */
@@ -54,16 +56,25 @@ export function startBackgroundJobs(core: Core, leader: boolean, tls?: { refresh
   };
 
   // after revocations: the full CRL and the shards revoked into; periodically: every shard too (they expire)
-  const crl = new Debouncer((periodic) => core.crls.refresh({ allShards: periodic }), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
+  // every issuer keeps its own CRLs fresh, the previous ones included (their certificates still validate)
+  const crl = new Debouncer(
+    (periodic) => Promise.all(core.issuers.all().map((i) => i.crls.refresh({ allShards: periodic }))),
+    CRL_DEBOUNCE_MS,
+    core.config.crlRefreshSeconds * 1000,
+    core.log,
+  );
   if (leader) crl.start();
   core.revocation.onRevoked((e) => {
     if (e.record.crlShard !== null) core.crls.shards?.markDirty(e.record.crlShard);
     crl.trigger();
   });
   // Several workers share one database: serve the newest CRL whoever made it.
-  if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
+  if (core.config.workers > 1) every(CRL_RELOAD_MS, () => Promise.all(core.issuers.all().map((i) => i.crls.reload())), 'CRL reload');
 
-  every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => core.responders.ensureFresh(), 'OCSP responder renewal');
+  every(leader ? RESPONDER_CHECK_MS : RESPONDER_ADOPT_MS, () => Promise.all(core.issuers.all().map((i) => i.responders.ensureFresh())), 'OCSP responder renewal');
+
+  // A rotation or root renewal made by another process (a worker, the hsmca CLI): adopted within seconds.
+  every(ISSUERS_RELOAD_MS, () => core.issuers.refresh(), 'issuer reload');
 
   if (tls) every(TLS_CHECK_MS, () => tls.refresh(), 'HTTPS certificate renewal');
 
