@@ -41,7 +41,7 @@ export function serviceRoutes(core: Core): Route[] {
       requesterMayRevoke: scopeAllowsRevoke,
     }),
     ...systemRoutes({ health: () => health(core), metrics: core.metrics }),
-    ...caRoutes(core.hierarchy),
+    ...caRoutes(core),
     ...crlRoutes(core.crls),
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
