@@ -6,7 +6,11 @@ import { backends, freshPostgres, run, runAsync, runStatus, startTestCa, TestCa,
 import { makeCsr, writeTemp } from './helpers/csr';
 import { BIN } from './helpers/server-process';
 import { createSoftHsmTokens, SoftHsmTokens } from './helpers/softhsm';
+import type { Knex } from 'knex';
 import { issuerLinks } from '../src/ca/issuers';
+import { ISSUER_CRL_INDEX } from '../migrations/013_issuers';
+import { CertificateStore, revokedQuery } from '../src/storage/certificate-store';
+import { Database, openDatabase } from '../src/storage/database';
 
 const derOf = (pemFile: string) => new X509Certificate(fs.readFileSync(pemFile)).raw;
 
@@ -22,6 +26,88 @@ describe('issuer links', () => {
     expect(l.crlNames).toEqual([crl]);
   });
 });
+
+/** One issuer's CRL entries (migration 013): only its own certificates, read from the issuer index, never from the table. */
+describe.each([...new Set(backends({ pkcs11: false }).map((b) => b.database))])('an issuer\'s CRL entries on %s', (kind) => {
+  const NOW = Date.UTC(2026, 0, 15);
+  let dir: string;
+  let pg: Awaited<ReturnType<typeof freshPostgres>> | undefined;
+  let db: Database;
+
+  beforeAll(async () => {
+    dir = tempDir('hsmca-issuer-crl-');
+    pg = kind === 'postgres' ? await freshPostgres() : undefined;
+    db = await openDatabase({ url: pg?.url, dataDir: dir });
+    const row = (i: number, issuer: number | undefined, revoked: boolean) => ({
+      serial: i.toString(16).padStart(8, '0'),
+      state: 'issued',
+      profile: 'tls-server',
+      subject: `CN=c${i}`,
+      sans: '{}',
+      not_before: NOW - 86_400_000,
+      not_after: NOW + 80 * 86_400_000,
+      der: Buffer.from([0x30, 0x00]),
+      requester_id: null,
+      created_at: NOW,
+      revoked_at: revoked ? NOW - 1000 : null,
+      revocation_reason: revoked ? 1 : null,
+      invalidity_date: null,
+      // a row written without an issuer: from before migration 013, the first issuer's
+      ...(issuer === undefined ? {} : { issuer_id: issuer }),
+    });
+    await db.knex('certificates').insert(row(1, undefined, true));
+    await db.knex('certificates').insert([row(2, 1, true), row(3, 2, true), row(4, 2, false), row(5, 3, true), row(6, 1, false)]);
+  });
+  afterAll(async () => {
+    await db?.close();
+    await pg?.drop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    [1, ['00000001', '00000002']],
+    [2, ['00000003']],
+    [3, ['00000005']],
+    [4, []],
+  ])('issuer %i lists only its own revoked certificates', async (issuer, serials) => {
+    const store = new CertificateStore(db);
+    const pages: string[] = [];
+    for await (const p of store.revokedPages({ expiredAfter: NOW, issuer })) pages.push(...p.map((r) => r.serial));
+    expect(pages).toEqual(serials);
+    expect(await store.countRevoked({ expiredAfter: NOW, issuer })).toBe(serials.length);
+    expect(await store.anyRevokedSince(NOW - 5000, undefined, issuer)).toBe(serials.length > 0);
+    // every issuer's together: what a CRL listed before migration 013
+    expect(await store.countRevoked({ expiredAfter: NOW })).toBe(4);
+  });
+
+  it('reads an issuer\'s CRL from the issuer index, never from the table', async () => {
+    const page = revokedQuery(db.knex, { expiredAfter: NOW, issuer: 2 }).andWhere('id', '>', 0).orderBy('id', 'asc').limit(10000).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
+    const count = revokedQuery(db.knex, { expiredAfter: NOW, issuer: 2 }).count({ n: '*' });
+    for (const q of [page, count]) {
+      const plan = await explain(db, q);
+      if (kind === 'sqlite') {
+        expect(plan).toMatch(new RegExp(`USING COVERING INDEX ${ISSUER_CRL_INDEX}\\b`));
+        expect(plan).not.toMatch(/SCAN certificates(?! USING)/);
+      } else {
+        expect(plan).toContain(ISSUER_CRL_INDEX);
+      }
+    }
+  });
+});
+
+/** The query plan as text; on PostgreSQL with sequential scans off, so a usable index is always chosen on a tiny table. */
+async function explain(db: Database, q: Knex.QueryBuilder): Promise<string> {
+  const { sql, bindings } = q.toSQL();
+  if (db.kind === 'sqlite') {
+    const rows = (await db.knex.raw(`EXPLAIN QUERY PLAN ${sql}`, bindings as Knex.RawBinding[])) as { detail: string }[];
+    return rows.map((r) => r.detail).join('\n');
+  }
+  return db.knex.transaction(async (trx) => {
+    await trx.raw('SET LOCAL enable_seqscan = off');
+    const r = (await trx.raw(`EXPLAIN ${sql}`, bindings as Knex.RawBinding[])) as { rows: { 'QUERY PLAN': string }[] };
+    return r.rows.map((x) => x['QUERY PLAN']).join('\n');
+  });
+}
 
 /**
  * Issuing CA rotation and root renewal (issue 17) as any client sees them:

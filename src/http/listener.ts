@@ -42,7 +42,7 @@ export function serviceRoutes(core: Core): Route[] {
     }),
     ...systemRoutes({ health: () => health(core), metrics: core.metrics }),
     ...caRoutes(core),
-    ...crlRoutes(core.crls),
+    ...crlRoutes(core.crls, () => core.issuers.all().map((i) => i.crls)),
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),

@@ -186,8 +186,8 @@ export function revokedQuery(knex: Knex, q: RevokedQuery): Knex.QueryBuilder {
   let query = knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at');
   // a shard's conditions imply those of the shard index (migration 006) and lead with its first column
   if (q.shard !== undefined) query = query.whereNotNull('crl_shard').andWhere('crl_shard', q.shard);
-  // an issuer's conditions lead with the first column of the issuer index (migration 013)
-  if (q.issuer !== undefined) query = query.andWhere('issuer_id', q.issuer);
+  // an issuer's conditions imply those of the issuer index (migration 013) and lead with its first column
+  if (q.issuer !== undefined) query = query.whereNotNull('issuer_id').andWhere('issuer_id', q.issuer);
   query = query.andWhere('not_after', '>', q.expiredAfter);
   return q.revokedSince === undefined ? query : query.andWhere('revoked_at', '>=', q.revokedSince);
 }

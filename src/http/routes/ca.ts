@@ -67,13 +67,12 @@ export function caRoutes(core: Core): Route[] {
             .all()
             .filter((i) => i.id !== a.id)
             .map((i) => issuerJson(issuers, i)),
-          roots: issuers.roots().map((r) => ({ id: r.id, status: r.status, certificate: pem(r.identity.certificate), url: `${core.config.publicUrl}/ca/root/${r.id}.crt` })),
+          roots: issuers.roots().map((r) => ({ id: r.id, status: r.status, certificate: pem(r.identity.certificate) })),
           crossCertificates: issuers.crosses().map((c) => ({
             id: c.id,
             subjectRootId: c.subjectRootId,
             issuerRootId: c.issuerRootId,
             certificate: pem(c.der),
-            url: `${core.config.publicUrl}/ca/cross/${c.id}.crt`,
           })),
         });
       },
