@@ -10,6 +10,7 @@ import * as m008 from './008_acme';
 import * as m010 from './010_certificate_created_index';
 import * as m009 from './009_acme_profiles_reuse';
 import * as m011 from './011_cluster';
+import * as m013 from './013_issuers';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -27,6 +28,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '010_certificate_created_index': m010,
   '009_acme_profiles_reuse': m009,
   '011_cluster': m011,
+  '013_issuers': m013,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

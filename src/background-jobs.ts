@@ -13,6 +13,8 @@ const RESPONDER_ADOPT_MS = 60_000;
 const CRL_RELOAD_MS = 2000;
 /** Several instances on PostgreSQL: the slow poll behind LISTEN/NOTIFY (a notification lost with a session). */
 const CLUSTER_POLL_MS = 15_000;
+/** How often each process looks for an issuing CA or root made by another process (rotation, root renewal). */
+export const ISSUERS_RELOAD_MS = 2000;
 /** How often the HTTPS certificate is checked: renewed when due (leader), adopted (followers), reloaded when brought files change. */
 export const TLS_CHECK_MS = 60_000;
 /** How often the leader signs the audit log's head (also at start and at shutdown). */
@@ -56,11 +58,17 @@ export function startBackgroundJobs(core: Core, cluster: Cluster, tls?: { refres
     timers.push(t);
   };
   const leads = () => cluster.leadership.isLeader();
-  // only the leader renews the OCSP responder certificate; the others adopt it
-  core.responders.issueOnlyWhen(leads);
 
   // after revocations: the full CRL and the shards revoked into; periodically: every shard too (they expire)
-  const crl = new Debouncer((periodic) => core.crls.refresh({ allShards: periodic }), CRL_DEBOUNCE_MS, core.config.crlRefreshSeconds * 1000, core.log);
+  // every issuer keeps its own CRLs fresh, the previous ones included (their certificates still validate)
+  const crl = new Debouncer(
+    (periodic) => Promise.all(core.issuers.all().map((i) => i.crls.refresh({ allShards: periodic }))),
+    CRL_DEBOUNCE_MS,
+    core.config.crlRefreshSeconds * 1000,
+    core.log,
+  );
+  const reloadCrls = () => Promise.all(core.issuers.all().map((i) => i.crls.reload()));
+  const freshResponders = () => Promise.all(core.issuers.all().map((i) => i.responders.ensureFresh()));
   const revoked = (shard: number | null) => {
     if (shard !== null) core.crls.shards?.markDirty(shard);
     crl.trigger();
@@ -70,21 +78,27 @@ export function startBackgroundJobs(core: Core, cluster: Cluster, tls?: { refres
     // reaches it by NOTIFY; a new leader first builds one if any revocation is missing from the last.
     core.revocation.onRevoked((e) => (leads() ? revoked(e.record.crlShard) : undefined));
     cluster.on(NOTIFY_CHANNELS.revoked, (p) => (leads() ? revoked(p === '' ? null : Number(p)) : undefined));
-    cluster.on(NOTIFY_CHANNELS.crl, () => void core.crls.reload().catch(logFailure(core.log, 'CRL reload')));
-    cluster.on(NOTIFY_CHANNELS.keys, () => void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder adoption')));
+    cluster.on(NOTIFY_CHANNELS.crl, () => void reloadCrls().catch(logFailure(core.log, 'CRL reload')));
+    cluster.on(NOTIFY_CHANNELS.keys, () => void freshResponders().catch(logFailure(core.log, 'OCSP responder adoption')));
     cluster.onSession(() => {
-      void core.crls.reload().catch(logFailure(core.log, 'CRL reload'));
-      void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder adoption'));
+      void reloadCrls().catch(logFailure(core.log, 'CRL reload'));
+      void freshResponders().catch(logFailure(core.log, 'OCSP responder adoption'));
     });
-    every(CLUSTER_POLL_MS, () => core.crls.reload(), 'CRL reload');
+    every(CLUSTER_POLL_MS, reloadCrls, 'CRL reload');
   } else {
     // One database file: the process that revoked builds the CRL (several workers share the file).
     core.revocation.onRevoked((e) => revoked(e.record.crlShard));
-    if (core.config.workers > 1) every(CRL_RELOAD_MS, () => core.crls.reload(), 'CRL reload');
+    if (core.config.workers > 1) every(CRL_RELOAD_MS, reloadCrls, 'CRL reload');
   }
 
-  every(RESPONDER_ADOPT_MS, () => (leads() ? Promise.resolve() : core.responders.ensureFresh()), 'OCSP responder adoption');
-  every(RESPONDER_CHECK_MS, () => (leads() ? core.responders.ensureFresh() : Promise.resolve()), 'OCSP responder renewal');
+  every(RESPONDER_ADOPT_MS, () => (leads() ? Promise.resolve() : freshResponders()), 'OCSP responder adoption');
+  every(RESPONDER_CHECK_MS, () => (leads() ? freshResponders() : Promise.resolve()), 'OCSP responder renewal');
+
+  // A rotation or root renewal made by another process (a worker, an instance, the hsmca CLI): adopted within seconds;
+  // only the leader renews any issuer's responder certificate.
+  const gateResponders = () => core.issuers.all().forEach((i) => i.responders.issueOnlyWhen(leads));
+  gateResponders();
+  every(ISSUERS_RELOAD_MS, () => core.issuers.refresh().then(gateResponders), 'issuer reload');
 
   if (tls) every(TLS_CHECK_MS, () => tls.refresh(), 'HTTPS certificate renewal');
 
@@ -98,8 +112,8 @@ export function startBackgroundJobs(core: Core, cluster: Cluster, tls?: { refres
   // Taking the lead: the periodic CRL, a CRL now if a revocation is missing from the last, the responder and a checkpoint.
   const lead = () => {
     crl.start();
-    void core.crls.init().catch(logFailure(core.log, 'CRL catch-up'));
-    void core.responders.ensureFresh().catch(logFailure(core.log, 'OCSP responder renewal'));
+    for (const i of core.issuers.all()) void i.crls.init().catch(logFailure(core.log, 'CRL catch-up'));
+    void freshResponders().catch(logFailure(core.log, 'OCSP responder renewal'));
     void checkpoint();
   };
   if (leads()) {

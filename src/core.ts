@@ -7,7 +7,9 @@ import { TokenService } from './auth/tokens';
 import { CrlService } from './ca/crl-service';
 import { CrlShardPlan, CrlShards } from './ca/crl-shards';
 import { BlockedKeyService } from './ca/goodkey/blocked-keys';
-import { CaHierarchy, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
+import { CaHierarchy, CaIdentity, CaLinks, loadOrCreateHierarchy } from './ca/hierarchy';
+import { FIRST_ISSUER_ID, IssuerLinks, IssuerRegistry, IssuerServices, MultiIssuerOcsp, activeView } from './ca/issuers';
+import { IssuerStore } from './storage/issuer-store';
 import { IssuanceService } from './ca/issuance';
 import { ProfileRegistry } from './ca/profiles';
 import { RevocationService } from './ca/revocation';
@@ -20,7 +22,7 @@ import { InstrumentedHsm } from './hsm/instrumented';
 import { openConfiguredHsm } from './hsm/open';
 import { Logger, createLogger } from './log';
 import { Metrics } from './metrics';
-import { OcspResponder } from './ocsp/responder';
+import { OcspResponder, OcspSource } from './ocsp/responder';
 import { ResponderCertificateManager } from './ocsp/responder-certificate';
 import { auditTokens, crlGenerated, issuanceHooks, lintGate, recordBlockedKeys, recordCaInitialised, recordRevocations } from './service-events';
 import { BlockedKeyStore } from './storage/blocked-key-store';
@@ -62,8 +64,10 @@ export interface Core {
   blockedKeys: BlockedKeyService;
   crls: CrlService;
   responders: ResponderCertificateManager;
-  ocsp: OcspResponder;
+  ocsp: OcspSource;
   audit: AuditLog;
+  /** the issuing CAs and roots (issue 17): the active issuer signs; every issuer answers OCSP and CRLs for its own */
+  issuers: IssuerRegistry;
   /** failed authentications: throttled per address, audited first-then-summary (flushed by the background jobs) */
   authFailures: AuthFailureThrottle;
   /** the HSM key that signs audit checkpoints (AUDIT_KEY_LABEL); undefined only on a follower started before the key existed */
@@ -122,7 +126,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     // Each worker process keeps its own buckets, like the issuance limits.
     const limitPerMinute = Math.ceil(config.authFailureLimit / (config.workers * config.instances));
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
-    return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
+    return { config, clock, log, metrics, db, hsm, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
   } catch (e) {
     await close();
     throw e;
@@ -157,7 +161,7 @@ export function caLinks(publicUrl: string): CaLinks {
   return { ocspUrl: `${publicUrl}/ocsp`, caIssuersUrl: `${publicUrl}/ca/issuer.crt`, crlUrl: `${publicUrl}/crl` };
 }
 
-type Services = Pick<Core, 'links' | 'certificates' | 'tokens' | 'tokenStore' | 'issuance' | 'revocation' | 'blockedKeys' | 'crls' | 'responders' | 'ocsp'>;
+type Services = Pick<Core, 'links' | 'certificates' | 'tokens' | 'tokenStore' | 'issuance' | 'revocation' | 'blockedKeys' | 'crls' | 'responders' | 'ocsp' | 'issuers' | 'hierarchy'>;
 
 /** The domain services on top of the stores and the hierarchy; the OCSP responder certificate and the CRL made fresh if needed. */
 async function openServices(
@@ -165,7 +169,8 @@ async function openServices(
   opts: CoreOptions,
   d: { clock: Clock; log: Logger; metrics: Metrics; db: Database; hsm: Hsm; audit: AuditLog; caStore: CaStore; hierarchy: CaHierarchy; profiles: ProfileRegistry },
 ): Promise<Services> {
-  const { clock, log, metrics, audit, hierarchy } = d;
+  const { clock, log, metrics, audit } = d;
+  const first = d.hierarchy;
   const links = caLinks(config.publicUrl);
   const lint = lintGate(audit, log);
   const crlShards = config.crlShards > 1 ? new CrlShardPlan(config.crlShards, links.crlUrl) : undefined;
@@ -175,9 +180,60 @@ async function openServices(
   auditTokens(tokens, audit);
   await ensureFirstAdmin(config, tokens, tokenStore, opts.announce ?? ((l) => process.stdout.write(l + '\n')));
   const blockedKeys = new BlockedKeyService({ store: new BlockedKeyStore(d.db), clock });
+  const crlSettings = { validitySeconds: config.crlValiditySeconds, retentionSeconds: config.crlRetentionSeconds };
+  // Each issuer's own delegated OCSP responder and CRLs; the first issuer's CRL is partitioned when configured.
+  const issuerServices = async (i: { id: number; identity: CaIdentity; links: IssuerLinks }): Promise<IssuerServices> => {
+    const responders = new ResponderCertificateManager({
+      hsm: d.hsm,
+      store: d.caStore,
+      issuer: i.identity,
+      issuerId: i.id,
+      clock,
+      log,
+      keyAlgorithm: config.keyAlgorithm,
+      caName: config.caName,
+      settings: { validityDays: 30, renewAtFraction: 1 / 3 },
+      canIssue: opts.role !== 'follower',
+      lint,
+    });
+    await responders.ensureFresh();
+    const ocsp = new OcspResponder({
+      issuer: i.identity,
+      issuerId: i.id,
+      responders,
+      certificates,
+      clock,
+      log,
+      settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000, onDemandSignaturesPerSecond: config.ocspOnDemandSignaturesPerSecond },
+    });
+    const crlStore = new CrlStore(d.db, i.id);
+    const shards = crlShards && i.id === FIRST_ISSUER_ID ? crlShards : undefined;
+    const crls = new CrlService({
+      issuer: i.identity,
+      issuerId: i.id,
+      certificates,
+      crls: crlStore,
+      clock,
+      log,
+      settings: { ...crlSettings, crlUrl: i.links.crlNames, deltaCrlUrl: i.links.deltaCrlUrl },
+      onGenerated: crlGenerated(audit, metrics),
+      lint,
+      shards:
+        shards &&
+        new CrlShards({ plan: shards, issuer: i.identity, certificates, crls: crlStore, clock, log, settings: crlSettings, onGenerated: crlGenerated(audit, metrics), lint }),
+    });
+    await crls.init();
+    return { responders, ocsp, crls };
+  };
+  const issuers = await IssuerRegistry.open(
+    { store: new IssuerStore(d.db), caStore: d.caStore, hsm: d.hsm, clock, log, publicUrl: config.publicUrl, services: issuerServices },
+    first,
+  );
+  const hierarchy = issuers.hierarchy();
   const issuance = new IssuanceService({
     hierarchy,
     links,
+    issuers,
     store: certificates,
     profiles: d.profiles,
     clock,
@@ -191,47 +247,9 @@ async function openServices(
   const revocation = new RevocationService({ store: certificates, clock });
   recordRevocations(revocation, audit, metrics, log);
   recordBlockedKeys(blockedKeys, audit, revocation);
-  const responders = new ResponderCertificateManager({
-    hsm: d.hsm,
-    store: d.caStore,
-    issuer: hierarchy.issuing,
-    clock,
-    log,
-    keyAlgorithm: config.keyAlgorithm,
-    caName: config.caName,
-    settings: { validityDays: 30, renewAtFraction: 1 / 3 },
-    canIssue: opts.role !== 'follower',
-    lint,
-  });
-  await responders.ensureFresh();
-  const ocsp = new OcspResponder({
-    issuer: hierarchy.issuing,
-    responders,
-    certificates,
-    clock,
-    log,
-    settings: { validitySeconds: config.ocspValiditySeconds, refreshAtFraction: 0.5, cacheSize: 100_000, onDemandSignaturesPerSecond: config.ocspOnDemandSignaturesPerSecond },
-  });
-  const crlStore = new CrlStore(d.db);
-  const crlSettings = { validitySeconds: config.crlValiditySeconds, retentionSeconds: config.crlRetentionSeconds };
-  const crls = new CrlService({
-    issuer: hierarchy.issuing,
-    certificates,
-    crls: crlStore,
-    clock,
-    log,
-    settings: {
-      validitySeconds: config.crlValiditySeconds,
-      retentionSeconds: config.crlRetentionSeconds,
-      crlUrl: links.crlUrl,
-      deltaCrlUrl: `${links.crlUrl}/delta`,
-    },
-    onGenerated: crlGenerated(audit, metrics),
-    lint,
-    shards:
-      crlShards &&
-      new CrlShards({ plan: crlShards, issuer: hierarchy.issuing, certificates, crls: crlStore, clock, log, settings: crlSettings, onGenerated: crlGenerated(audit, metrics), lint }),
-  });
-  await crls.init();
-  return { links, certificates, tokens, tokenStore, issuance, revocation, blockedKeys, crls, responders, ocsp };
+  // The active issuer's responder and CRLs, for what serves one issuer (GET /crl, the console).
+  const crls = activeView(() => issuers.active().crls);
+  const responders = activeView(() => issuers.active().responders);
+  const ocsp = new MultiIssuerOcsp(issuers);
+  return { links, certificates, tokens, tokenStore, issuance, revocation, blockedKeys, crls, responders, ocsp, issuers, hierarchy };
 }

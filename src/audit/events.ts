@@ -25,6 +25,8 @@ export const AUDIT_EVENT_TYPES = [
   'acmeValidationFailed',
   'acmeOrderFinalized',
   'acmeOrderRefused',
+  'issuerRotated',
+  'rootRenewed',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

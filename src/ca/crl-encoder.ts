@@ -59,7 +59,7 @@ export interface CrlParams {
    * RFC 5280 5.2.4 requires both to have the same scope (OpenSSL compares the
    * two IDP extensions byte for byte). When unset, no IDP is written.
    */
-  issuingDistributionPoint?: string;
+  issuingDistributionPoint?: string | string[];
   /**
    * IDP onlyContainsUserCerts; default true: this CA does not revoke CA
    * certificates through this CRL (only end-entity certificates are issued and
@@ -168,7 +168,9 @@ function crlExtensions(p: CrlParams): Buffer {
   ];
   if (delta) exts.push(ext(OID.deltaCRLIndicator, true, der.int(p.deltaBaseCrlNumber!)));
   if (p.issuingDistributionPoint !== undefined) {
-    const idp: Buffer[] = [dpFullName(checkUrl(p.issuingDistributionPoint, 'issuingDistributionPoint'))];
+    // several URIs: one CRL scope known under several names (an issuer's URL from before rotation and its stable one)
+    const urls = Array.isArray(p.issuingDistributionPoint) ? p.issuingDistributionPoint : [p.issuingDistributionPoint];
+    const idp: Buffer[] = [dpFullName(Buffer.concat(urls.map((u) => checkUrl(u, 'issuingDistributionPoint'))))];
     if (p.onlyContainsUserCerts ?? true) idp.push(Buffer.from([0x81, 0x01, 0xff])); // [1] IMPLICIT BOOLEAN TRUE
     exts.push(ext(OID.issuingDistributionPoint, true, der.seq(...idp)));
   }

@@ -16,7 +16,7 @@ export interface CrlSettings {
   /** revoked certificates stay listed this long after they expire */
   retentionSeconds: number;
   /** the full CRL's URL (issuingDistributionPoint) and the delta CRL's (freshestCRL) */
-  crlUrl: string;
+  crlUrl: string | string[];
   deltaCrlUrl: string;
 }
 
@@ -46,6 +46,8 @@ export class CrlService {
   constructor(
     private readonly deps: {
       issuer: CaIdentity;
+      /** the issuing CA's id (migration 013): its CRLs list only its own certificates; absent: every certificate */
+      issuerId?: number;
       certificates: CertificateStore;
       crls: CrlStore;
       clock: Clock;
@@ -86,7 +88,7 @@ export class CrlService {
   private async behind(): Promise<boolean> {
     if (!this.full) return true;
     const since = this.full.record.thisUpdate.getTime() - DELTA_MARGIN_MS;
-    return this.deps.certificates.anyRevokedSince(since);
+    return this.deps.certificates.anyRevokedSince(since, undefined, this.deps.issuerId);
   }
 
   /** Picks up CRLs another process generated (several workers share one database). */
@@ -143,6 +145,7 @@ export class CrlService {
       const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
       const nextUpdate = new Date(thisUpdate.getTime() + settings.validitySeconds * 1000);
       const expiredAfter = thisUpdate.getTime() - settings.retentionSeconds * 1000;
+      const issuerScope = this.deps.issuerId;
       const fullNumber = await crls.nextNumber();
       const lint = this.deps.lint ?? new PreIssuanceLint({ log });
       const published = [this.full?.record.crlNumber, this.delta?.record.crlNumber].reduce<bigint | undefined>((m, n) => (n !== undefined && (m === undefined || n > m) ? n : m), undefined);
@@ -156,17 +159,17 @@ export class CrlService {
       };
       try {
         const t0 = Date.now();
-        const fullCount = await certificates.countRevoked({ expiredAfter });
+        const fullCount = await certificates.countRevoked({ expiredAfter, issuer: issuerScope });
         const fullDer = await this.sign(() =>
-          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: published, crlNumber: fullNumber }), crlNumber: fullNumber, freshestCrl: settings.deltaCrlUrl }, entries(certificates.revokedPages({ expiredAfter })), fullCount),
+          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: published, crlNumber: fullNumber }), crlNumber: fullNumber, freshestCrl: settings.deltaCrlUrl }, entries(certificates.revokedPages({ expiredAfter, issuer: issuerScope })), fullCount),
         );
         const full: CrlRecord = { kind: 'full', crlNumber: fullNumber, baseNumber: null, thisUpdate, nextUpdate, entries: fullCount, der: fullDer };
         await crls.add(full);
         // The delta names this full CRL as its base and lists what was revoked since it.
         const revokedSince = thisUpdate.getTime() - DELTA_MARGIN_MS;
-        const deltaCount = await certificates.countRevoked({ expiredAfter, revokedSince });
+        const deltaCount = await certificates.countRevoked({ expiredAfter, revokedSince, issuer: issuerScope });
         const deltaDer = await this.sign(() =>
-          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: fullNumber, crlNumber: fullNumber + 1n }), crlNumber: fullNumber + 1n, deltaBaseCrlNumber: fullNumber }, entries(certificates.revokedPages({ expiredAfter, revokedSince })), deltaCount),
+          buildCrl({ ...common, signer: lint.crlSigner(issuer.signer, { issuerKeyId: issuer.keyId, previousNumber: fullNumber, crlNumber: fullNumber + 1n }), crlNumber: fullNumber + 1n, deltaBaseCrlNumber: fullNumber }, entries(certificates.revokedPages({ expiredAfter, revokedSince, issuer: issuerScope })), deltaCount),
         );
         const delta: CrlRecord = { kind: 'delta', crlNumber: fullNumber + 1n, baseNumber: fullNumber, thisUpdate, nextUpdate, entries: deltaCount, der: deltaDer };
         await crls.add(delta);

@@ -10,7 +10,7 @@ import { ext, keyIdentifier, randomSerial, serialHex, signCertificate, tbsCertif
 import { ParsedCsr, Sans, csrFromPem, ipToBytes, nameText, parseCsrSync, validDnsName } from './csr';
 import { caSubjectGuard } from './subject';
 import type { CrlShardPlan } from './crl-shards';
-import { CaHierarchy, CaLinks } from './hierarchy';
+import { CaHierarchy, CaIdentity, CaLinks } from './hierarchy';
 import { Profile, ProfileRegistry, extension } from './profiles';
 import type { PreparedEvent } from '../audit/chain';
 import { PreIssuanceLint } from './lint/pre-issuance-lint';
@@ -71,6 +71,17 @@ export interface IssuanceHooks {
   refused?(e: { principal: Principal; error: CaError }): void | Promise<void>;
 }
 
+/** The active issuer's share of every certificate, encoded once (IssuanceService.signingContext). */
+interface SigningContext {
+  issuerId?: number;
+  issuing: CaIdentity;
+  root: CaIdentity;
+  chain: string[];
+  fixedExtensions: Buffer[];
+  crlDistributionPoints: Buffer;
+  sigAlg: Buffer;
+}
+
 const SKEW_MS = 60_000;
 const DAY_MS = 86_400_000;
 const MAX_SERIAL_ATTEMPTS = 5;
@@ -81,17 +92,20 @@ const MAX_SERIAL_ATTEMPTS = 5;
  * to-be-signed certificate, record the intent, sign, store, answer.
  */
 export class IssuanceService {
-  private readonly chain: string[];
-  private readonly fixedExtensions: Buffer[];
-  private readonly crlDistributionPoints: Buffer;
-  private readonly sigAlg: Buffer;
   private readonly refuseCaSubject: (subject: Buffer) => void;
   private readonly lint: PreIssuanceLint;
+  private context?: SigningContext;
 
   constructor(
     private readonly deps: {
       hierarchy: CaHierarchy;
       links: CaLinks;
+      /**
+       * Several issuing CAs (issuers.ts): new certificates come from the
+       * active one, read at each issuance, with its own links; absent: the
+       * hierarchy's issuing CA and `links`.
+       */
+      issuers?: { active(): { id: number; identity: CaIdentity; root: CaIdentity; links: CaLinks } };
       store: CertificateStore;
       profiles: ProfileRegistry;
       clock: Clock;
@@ -107,17 +121,31 @@ export class IssuanceService {
     },
   ) {
     this.lint = deps.lint ?? new PreIssuanceLint({ log: deps.log });
-    const { issuing, root } = deps.hierarchy;
-    this.chain = [der.pemEncode('CERTIFICATE', issuing.certificate), der.pemEncode('CERTIFICATE', root.certificate)];
-    // The same for every certificate this issuer signs: encoded once.
-    this.fixedExtensions = [
-      ext.basicConstraintsEndEntity,
-      ext.authorityKeyIdentifier(issuing.keyId),
-      ext.authorityInfoAccess(deps.links.ocspUrl, deps.links.caIssuersUrl),
-    ];
-    this.crlDistributionPoints = ext.crlDistributionPoints(deps.links.crlUrl);
-    this.sigAlg = keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm;
-    this.refuseCaSubject = caSubjectGuard([root.name, issuing.name]);
+    this.refuseCaSubject = (subject) => {
+      const { issuing, root } = this.signingContext();
+      caSubjectGuard([root.name, issuing.name])(subject);
+    };
+  }
+
+  /**
+   * What every certificate of the active issuer shares, encoded once per
+   * issuer: a rotation (issuers.ts) swaps the whole context at once, so a
+   * certificate never mixes two issuers' names, keys or links.
+   */
+  private signingContext(): SigningContext {
+    const a = this.deps.issuers?.active() ?? { id: undefined, identity: this.deps.hierarchy.issuing, root: this.deps.hierarchy.root, links: this.deps.links };
+    if (this.context?.issuing === a.identity) return this.context;
+    const issuing = a.identity;
+    this.context = {
+      issuerId: a.id,
+      issuing,
+      root: a.root,
+      chain: [der.pemEncode('CERTIFICATE', issuing.certificate), der.pemEncode('CERTIFICATE', a.root.certificate)],
+      fixedExtensions: [ext.basicConstraintsEndEntity, ext.authorityKeyIdentifier(issuing.keyId), ext.authorityInfoAccess(a.links.ocspUrl, a.links.caIssuersUrl)],
+      crlDistributionPoints: ext.crlDistributionPoints(a.links.crlUrl),
+      sigAlg: keyAlgorithmInfo(issuing.signer.algorithm).signatureAlgorithm,
+    };
+    return this.context;
   }
 
   /** `body` is the parsed request body; anything but a JSON object is refused before it is looked at. */
@@ -159,15 +187,16 @@ export class IssuanceService {
   }
 
   private async signAndStore(csr: ParsedCsr, subject: { der: Buffer; text: string }, profile: Profile, sans: Sans, validityDays: number, principal: Principal): Promise<IssueResponse> {
-    const { issuing } = this.deps.hierarchy;
+    const ctx = this.signingContext();
+    const { issuing } = ctx;
     const now = this.deps.clock.now();
     const notBefore = new Date(Math.floor((now.getTime() - SKEW_MS) / 1000) * 1000);
     // RFC 5280 4.1.2.5: the validity period includes both ends, hence the second less.
     let notAfter = new Date(notBefore.getTime() + validityDays * DAY_MS - 1000);
     if (notAfter > issuing.notAfter) notAfter = issuing.notAfter;
     const extensions = [
-      ...this.fixedExtensions,
-      this.crlDistributionPoints, // replaced per serial when the CRL is partitioned
+      ...ctx.fixedExtensions,
+      ctx.crlDistributionPoints, // replaced per serial when the CRL is partitioned
       csr.key.kind === 'rsa' ? profile.keyUsageExtension.rsa : profile.keyUsageExtension.ec,
       profile.extKeyUsageExtension,
       ext.subjectKeyIdentifier(keyIdentifier(csr.publicKeyBits)),
@@ -179,7 +208,7 @@ export class IssuanceService {
       const serial = randomSerial();
       const serialNumber = serialHex(serial);
       const crlShard = this.deps.crlShards?.shardOf(serial);
-      if (crlShard !== undefined) extensions[this.fixedExtensions.length] = this.deps.crlShards!.cdpExtension(crlShard);
+      if (crlShard !== undefined) extensions[ctx.fixedExtensions.length] = this.deps.crlShards!.cdpExtension(crlShard);
       try {
         await this.deps.store.reserve({
           serial: serialNumber,
@@ -191,6 +220,7 @@ export class IssuanceService {
           requesterId: principal.tokenId,
           createdAt: now,
           crlShard: crlShard ?? null,
+          issuerId: ctx.issuerId,
         });
       } catch (e) {
         if (e instanceof SerialCollision && attempt < MAX_SERIAL_ATTEMPTS) continue;
@@ -199,7 +229,7 @@ export class IssuanceService {
       }
       const tbs = tbsCertificate({
         serial,
-        signatureAlgorithm: this.sigAlg,
+        signatureAlgorithm: ctx.sigAlg,
         issuer: issuing.name,
         notBefore,
         notAfter,
@@ -227,7 +257,7 @@ export class IssuanceService {
       return {
         serialNumber,
         certificate: der.pemEncode('CERTIFICATE', certificate),
-        chain: this.chain,
+        chain: ctx.chain,
         notBefore: notBefore.toISOString(),
         notAfter: notAfter.toISOString(),
       };

@@ -12,6 +12,7 @@ import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
 import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
 import { ACME_USAGE, acmeCommand } from './acme-command';
+import { CA_USAGE, caCommand } from './ca-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -30,6 +31,7 @@ const USAGE = `usage: hsmca <command>
 ${AUDIT_USAGE}
 ${BLOCKED_KEYS_USAGE}
 ${ACME_USAGE}
+${CA_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -66,6 +68,8 @@ export async function main(argv: string[]): Promise<number> {
         return await blockedKeysCommand(rest);
       case 'acme':
         return await acmeCommand(rest);
+      case 'ca':
+        return await caCommand(rest);
       case undefined:
       case 'help':
       case '--help':

@@ -48,6 +48,8 @@ export class ResponderCertificateManager {
       canIssue?: boolean;
       /** the pre-issuance lint gate (strict, log only, when absent) */
       lint?: PreIssuanceLint;
+      /** the issuing CA's id (migration 013), in the key label of every issuer but the first */
+      issuerId?: number;
     },
   ) {}
 
@@ -72,8 +74,9 @@ export class ResponderCertificateManager {
 
   private async doEnsure(): Promise<void> {
     const { store, clock, settings } = this.deps;
-    const rec = await store.current('ocsp');
-    if (rec && rec.keyLabel !== this.currentIdentity?.label && readCertificate(rec.der).issuer.equals(this.deps.issuer.name)) {
+    // several issuing CAs each have responder certificates of their own: the newest of this one's
+    const rec = await store.newest('ocsp', (d) => readCertificate(d).issuer.equals(this.deps.issuer.name));
+    if (rec && rec.keyLabel !== this.currentIdentity?.label) {
       try {
         const id = await identity(this.deps, 'OCSP responder', rec.der, rec.keyLabel);
         const c = readCertificate(rec.der);
@@ -102,7 +105,8 @@ export class ResponderCertificateManager {
   private async issue(): Promise<void> {
     const { hsm, issuer, clock, log, settings, store } = this.deps;
     const now = clock.now();
-    const label = `hsmca-ocsp-${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+    const id = this.deps.issuerId;
+    const label = `hsmca-ocsp-${id !== undefined && id > 1 ? `i${id}-` : ''}${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
     const key = (await hsm.getKey(label)) ?? (await hsm.generateKey(label, this.deps.keyAlgorithm));
     const notBefore = new Date(Math.floor((now.getTime() - 60_000) / 1000) * 1000);
     let notAfter = new Date(notBefore.getTime() + settings.validityDays * DAY_MS);

@@ -86,6 +86,8 @@ export class OcspResponder implements OcspSource {
   constructor(
     private readonly deps: {
       issuer: CaIdentity;
+      /** the issuing CA's id (migration 013): a serial another issuer signed is not this one's to answer */
+      issuerId?: number;
       responders: ResponderCertificateManager;
       certificates: CertificateStore;
       clock: Clock;
@@ -132,7 +134,9 @@ export class OcspResponder implements OcspSource {
 
   private async lookup(c: CertIdRequest): Promise<SerialStatus | undefined> {
     if (c.hash === undefined) return undefined;
-    return this.deps.certificates.status(serialHex(c.serialNumber));
+    const s = await this.deps.certificates.status(serialHex(c.serialNumber));
+    if (s && this.deps.issuerId !== undefined && s.issuerId !== this.deps.issuerId) return undefined;
+    return s;
   }
 
   private window(): { thisUpdate: Date; nextUpdate: Date } {

@@ -31,6 +31,23 @@ export class CaStore {
     }
   }
 
+  /**
+   * The newest certificate of a role that `isOurs` accepts (the OCSP
+   * responder certificates of one issuing CA among several), newest first.
+   */
+  async newest(role: CaRole, isOurs: (der: Buffer) => boolean): Promise<CaCertificateRecord | undefined> {
+    try {
+      const rows = await this.knex('ca_certificates').where({ role }).orderBy('id', 'desc').limit(200);
+      for (const row of rows) {
+        const r = toRecord(row);
+        if (isOurs(r.der)) return r;
+      }
+      return undefined;
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
   async add(r: Omit<CaCertificateRecord, 'id'>): Promise<void> {
     try {
       await this.knex('ca_certificates').insert({

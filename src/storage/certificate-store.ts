@@ -22,6 +22,8 @@ export interface CertificateRecord {
   invalidityDate: Date | null;
   /** the CRL shard its cRLDistributionPoints names; null: the full CRL (migration 006) */
   crlShard: number | null;
+  /** the issuing CA that signed it (migration 013) */
+  issuerId: number;
 }
 
 /** The intent to issue, written before the HSM signs (STYLE.md practice 7). */
@@ -36,6 +38,8 @@ export interface Reservation {
   createdAt: Date;
   /** the CRL shard named in its cRLDistributionPoints; absent or null: the full CRL */
   crlShard?: number | null;
+  /** the issuing CA that signs it (migration 013); absent: the first */
+  issuerId?: number;
 }
 
 export class SerialCollision extends Error {}
@@ -91,6 +95,8 @@ export class WriteBatch<T> {
 }
 
 export interface SerialStatus {
+  /** the issuing CA that signed it (migration 013) */
+  issuerId: number;
   notAfter: number;
   revokedAt: number | null;
   reason: number | null;
@@ -137,6 +143,7 @@ interface Row {
   revocation_reason: number | null;
   invalidity_date: number | null;
   crl_shard: number | null;
+  issuer_id: number;
 }
 
 function toRecord(r: Row): CertificateRecord {
@@ -154,6 +161,7 @@ function toRecord(r: Row): CertificateRecord {
     revocationReason: r.revocation_reason,
     invalidityDate: r.invalidity_date == null ? null : new Date(Number(r.invalidity_date)),
     crlShard: r.crl_shard == null ? null : Number(r.crl_shard),
+    issuerId: r.issuer_id == null ? 1 : Number(r.issuer_id),
   };
 }
 
@@ -165,6 +173,8 @@ export interface RevokedQuery {
   revokedSince?: number;
   /** only the certificates of this CRL shard (read from migration 006's index) */
   shard?: number;
+  /** only the certificates of this issuing CA (read from migration 013's index) */
+  issuer?: number;
 }
 
 /**
@@ -176,6 +186,8 @@ export function revokedQuery(knex: Knex, q: RevokedQuery): Knex.QueryBuilder {
   let query = knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at');
   // a shard's conditions imply those of the shard index (migration 006) and lead with its first column
   if (q.shard !== undefined) query = query.whereNotNull('crl_shard').andWhere('crl_shard', q.shard);
+  // an issuer's conditions imply those of the issuer index (migration 013) and lead with its first column
+  if (q.issuer !== undefined) query = query.whereNotNull('issuer_id').andWhere('issuer_id', q.issuer);
   query = query.andWhere('not_after', '>', q.expiredAfter);
   return q.revokedSince === undefined ? query : query.andWhere('revoked_at', '>=', q.revokedSince);
 }
@@ -202,7 +214,7 @@ export class CertificateStore {
     this.writer = db.writer;
     this.pg = db.kind === 'postgres';
     if (db.reader) {
-      this.statusStmt = db.reader.prepare(`SELECT not_after, revoked_at, revocation_reason FROM certificates WHERE serial = ? AND state = 'issued'`);
+      this.statusStmt = db.reader.prepare(`SELECT not_after, revoked_at, revocation_reason, issuer_id FROM certificates WHERE serial = ? AND state = 'issued'`);
       this.getStmt = db.reader.prepare(`SELECT * FROM certificates WHERE serial = ? AND state = 'issued'`);
     }
   }
@@ -244,6 +256,7 @@ export class CertificateStore {
       requester_id: r.requesterId,
       created_at: r.createdAt.getTime(),
       crl_shard: r.crlShard ?? null,
+      issuer_id: r.issuerId ?? 1,
     };
   }
 
@@ -263,7 +276,7 @@ export class CertificateStore {
         ops.map((op): WriterOp => {
           if (op.kind === 'complete') return { kind: 'complete', serial: op.serial, der: op.der, event: op.event };
           const r = this.reservationRow(op.r);
-          return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at, r.crl_shard] };
+          return { kind: 'reserve', row: [r.serial, r.state, r.profile, r.subject, r.sans, r.not_before, r.not_after, r.requester_id, r.created_at, r.crl_shard, r.issuer_id] };
         }),
       );
     } catch (e) {
@@ -397,10 +410,11 @@ export class CertificateStore {
       const row = (
         this.statusStmt
           ? this.statusStmt.get(serial)
-          : await this.knex('certificates').where({ serial, state: 'issued' }).first('not_after', 'revoked_at', 'revocation_reason')
-      ) as { not_after: number; revoked_at: number | null; revocation_reason: number | null } | undefined;
+          : await this.knex('certificates').where({ serial, state: 'issued' }).first('not_after', 'revoked_at', 'revocation_reason', 'issuer_id')
+      ) as { not_after: number; revoked_at: number | null; revocation_reason: number | null; issuer_id: number | null } | undefined;
       if (!row) return undefined;
       return {
+        issuerId: row.issuer_id == null ? 1 : Number(row.issuer_id),
         notAfter: Number(row.not_after),
         revokedAt: row.revoked_at == null ? null : Number(row.revoked_at),
         reason: row.revocation_reason ?? null,
@@ -440,9 +454,10 @@ export class CertificateStore {
    * Whether any certificate (of CRL shard `shard`, when given) was revoked at
    * or after `since` (epoch ms): a CRL made before then may lack it.
    */
-  async anyRevokedSince(since: number, shard?: number): Promise<boolean> {
+  async anyRevokedSince(since: number, shard?: number, issuer?: number): Promise<boolean> {
     let q = this.knex('certificates').where({ state: 'issued' }).whereNotNull('revoked_at').andWhere('revoked_at', '>=', since);
     if (shard !== undefined) q = q.andWhere('crl_shard', shard);
+    if (issuer !== undefined) q = q.andWhere('issuer_id', issuer);
     const row = await q.first('id');
     return row !== undefined;
   }

@@ -19,8 +19,21 @@ export class CrlNumberTaken extends Error {}
 export class CrlStore {
   private readonly knex: Knex;
 
-  constructor(db: Database) {
+  /**
+   * `issuerId`: the issuing CA whose full and delta CRLs this store keeps
+   * (migration 013: each issuer numbers its CRLs in a sequence of its own).
+   * Shard CRLs belong to the first issuer.
+   */
+  constructor(
+    db: Database,
+    private readonly issuerId = 1,
+  ) {
     this.knex = db.knex;
+  }
+
+  /** This issuer's full and delta CRLs. */
+  private own(): Knex.QueryBuilder {
+    return this.knex('crls').whereNull('shard').andWhere('issuer_id', this.issuerId);
   }
 
   /**
@@ -30,7 +43,7 @@ export class CrlStore {
    */
   async nextNumber(shard?: number): Promise<bigint> {
     try {
-      const q = shard === undefined ? this.knex('crls').whereNull('shard') : this.knex('crls').where({ shard });
+      const q = shard === undefined ? this.own() : this.knex('crls').where({ shard });
       const r = await q.max<{ n: number | string | null }[]>({ n: 'crl_number' });
       return BigInt(r[0].n ?? 0) + 1n;
     } catch (e) {
@@ -44,6 +57,7 @@ export class CrlStore {
       await this.knex('crls').insert({
         kind: c.kind,
         shard: c.shard ?? null,
+        issuer_id: this.issuerId,
         crl_number: Number(c.crlNumber),
         base_number: c.baseNumber === null ? null : Number(c.baseNumber),
         this_update: c.thisUpdate.getTime(),
@@ -59,7 +73,7 @@ export class CrlStore {
 
   async latest(kind: 'full' | 'delta'): Promise<CrlRecord | undefined> {
     try {
-      const row = await this.knex('crls').where({ kind }).whereNull('shard').orderBy('crl_number', 'desc').first();
+      const row = await this.own().where({ kind }).orderBy('crl_number', 'desc').first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);
@@ -68,15 +82,15 @@ export class CrlStore {
 
   /** The newest CRL number of a kind, cheaply, to notice CRLs made by another process. */
   async latestNumber(kind: 'full' | 'delta'): Promise<bigint | undefined> {
-    const r = await this.knex('crls').where({ kind }).max<{ n: number | string | null }[]>({ n: 'crl_number' });
+    const r = await this.own().where({ kind }).max<{ n: number | string | null }[]>({ n: 'crl_number' });
     return r[0].n == null ? undefined : BigInt(r[0].n);
   }
 
   /** Keeps the newest `keep` CRLs of each kind. */
   async prune(keep: number): Promise<void> {
     for (const kind of ['full', 'delta']) {
-      const rows = await this.knex('crls').where({ kind }).whereNull('shard').orderBy('crl_number', 'desc').offset(keep).limit(1).select('crl_number');
-      if (rows.length) await this.knex('crls').where({ kind }).whereNull('shard').andWhere('crl_number', '<=', rows[0].crl_number).delete();
+      const rows = await this.own().where({ kind }).orderBy('crl_number', 'desc').offset(keep).limit(1).select('crl_number');
+      if (rows.length) await this.own().where({ kind }).andWhere('crl_number', '<=', rows[0].crl_number).delete();
     }
   }
 

@@ -7,7 +7,7 @@ import type { CheckpointerData } from './sqlite-checkpointer-thread';
 
 /** An issuance write. */
 export type WriterOp =
-  | { kind: 'reserve'; row: [string, string, string, string, string, number, number, string | null, number, (number | null)?] }
+  | { kind: 'reserve'; row: [string, string, string, string, string, number, number, string | null, number, (number | null)?, number?] }
   /** the certificate, and the audit event that reports it: one transaction, both or neither */
   | { kind: 'complete'; serial: string; der: Uint8Array; event?: PreparedEvent };
 
@@ -107,7 +107,7 @@ export class SqliteWriter {
     this.walPath = `${filename}-wal`;
 
     const ins = db.prepare(
-      'INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at, crl_shard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO certificates (serial, state, profile, subject, sans, not_before, not_after, requester_id, created_at, crl_shard, issuer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     const upd = db.prepare("UPDATE certificates SET state = 'issued', der = ? WHERE serial = ? AND state = 'pending'");
     const head = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
@@ -120,7 +120,7 @@ export class SqliteWriter {
     };
     const apply = (op: WriterOp): WriterResult => {
       if (op.kind === 'reserve') {
-        ins.run(...op.row.slice(0, 9), op.row[9] ?? null);
+        ins.run(...op.row.slice(0, 9), op.row[9] ?? null, op.row[10] ?? 1);
         return null;
       }
       return upd.run(op.der, op.serial).changes === 1 ? null : { code: 'missing' };
