@@ -8,6 +8,7 @@ import * as m007 from './007_audit_checkpoint_version';
 import * as m005 from './005_blocked_keys';
 import * as m008 from './008_acme';
 import * as m010 from './010_certificate_created_index';
+import * as m012 from './012_quorum';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -23,6 +24,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '005_blocked_keys': m005,
   '008_acme': m008,
   '010_certificate_created_index': m010,
+  '012_quorum': m012,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -50,6 +50,10 @@ export interface Config extends TlsSettings {
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   /** the ACME server (contract section 7) */
   acme: AcmeConfig;
+  /** HSMCA_QUORUM: approvals a gated operation needs (at least; the stored setting may raise it); 1 = single admin (src/quorum/) */
+  quorum: number;
+  /** HSMCA_QUORUM_REQUEST_TTL_SECONDS: a pending quorum request expires this long after it was made */
+  quorumRequestTtlSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -172,5 +176,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     ...loadTlsSettings(env, publicUrl, port),
     acme: loadAcmeConfig(env),
+    quorum: intSetting(env, 'HSMCA_QUORUM', 1, 1, 100),
+    quorumRequestTtlSeconds: intSetting(env, 'HSMCA_QUORUM_REQUEST_TTL_SECONDS', 86400, 1, 90 * 86400),
   };
 }

@@ -25,6 +25,14 @@ export const AUDIT_EVENT_TYPES = [
   'acmeValidationFailed',
   'acmeOrderFinalized',
   'acmeOrderRefused',
+  'quorumRequested',
+  'quorumApproved',
+  'quorumRefused',
+  'quorumExecuted',
+  'quorumApproverAdded',
+  'quorumApproverRemoved',
+  'backupCreated',
+  'backupRestored',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

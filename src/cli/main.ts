@@ -12,6 +12,8 @@ import type { Pkcs11Hsm } from '../hsm/pkcs11/pkcs11-hsm';
 import { parseArgs } from './args';
 import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
 import { ACME_USAGE, acmeCommand } from './acme-command';
+import { createTokenUnderQuorum, revokeTokenUnderQuorum } from '../quorum/token-operations';
+import { QUORUM_USAGE, quorumCommand } from './quorum-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -30,6 +32,7 @@ const USAGE = `usage: hsmca <command>
 ${AUDIT_USAGE}
 ${BLOCKED_KEYS_USAGE}
 ${ACME_USAGE}
+${QUORUM_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -66,6 +69,8 @@ export async function main(argv: string[]): Promise<number> {
         return await blockedKeysCommand(rest);
       case 'acme':
         return await acmeCommand(rest);
+      case 'quorum':
+        return await quorumCommand(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -194,8 +199,12 @@ async function token(argv: string[]): Promise<number> {
         if (args['max-validity-days']) scope.maxValidityDays = Number(args['max-validity-days']);
         if (args['can-revoke']) scope.canRevoke = true;
         if (args['subject-attributes']) scope.subjectAttributes = subjectAttributesArg(args['subject-attributes']);
-        const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined });
-        process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
+        const { token, record, request } = await createTokenUnderQuorum(core.quorum, core.tokens, { role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined, by: 'cli' });
+        if (request) {
+          process.stderr.write(`hsmca: ${record.role} token "${record.name}" (id ${record.id}) waits for quorum request ${request.id} (${request.threshold} approvals, until ${request.expiresAt}); it works once approved and is shown only this once:\n`);
+        } else {
+          process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
+        }
         process.stdout.write(token + '\n');
         return 0;
       }
@@ -209,8 +218,8 @@ async function token(argv: string[]): Promise<number> {
       case 'revoke': {
         const id = positional[0];
         if (!id) throw new CaError('badRequest', 'usage', 'usage: hsmca token revoke ID');
-        await core.tokens.revoke(id, 'cli');
-        process.stdout.write(`hsmca: revoked token ${id}\n`);
+        const { request } = await revokeTokenUnderQuorum(core.quorum, core.tokens, id, 'cli');
+        process.stdout.write(request ? `hsmca: revoking token ${id} waits for quorum request ${request.id} (${request.threshold} approvals)\n` : `hsmca: revoked token ${id}\n`);
         return 0;
       }
       default:
