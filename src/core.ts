@@ -31,6 +31,7 @@ import { Database, openConfiguredDatabase } from './storage/database';
 import { TokenStore } from './storage/token-store';
 import { QuorumGate } from './quorum/gate';
 import { openQuorumGate } from './quorum/open';
+import { registerBackupExecutor } from './backup/backup';
 
 export interface CoreOptions {
   clock?: Clock;
@@ -112,6 +113,7 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     const limitPerMinute = Math.ceil(config.authFailureLimit / config.workers);
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
     const quorum = openQuorumGate(config, { db, audit, clock, tokens: services.tokens });
+    registerBackupExecutor(quorum, { config, db, hsm, audit, clock, hierarchy });
     return { config, clock, log, metrics, db, hsm, hierarchy, caStore, profiles, audit, auditSigner, authFailures, ...services, quorum, close };
   } catch (e) {
     await close();

@@ -14,6 +14,7 @@ import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
 import { ACME_USAGE, acmeCommand } from './acme-command';
 import { createTokenUnderQuorum, revokeTokenUnderQuorum } from '../quorum/token-operations';
 import { QUORUM_USAGE, quorumCommand } from './quorum-command';
+import { BACKUP_USAGE, backupCommand } from './backup-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -33,6 +34,7 @@ ${AUDIT_USAGE}
 ${BLOCKED_KEYS_USAGE}
 ${ACME_USAGE}
 ${QUORUM_USAGE}
+${BACKUP_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -71,6 +73,8 @@ export async function main(argv: string[]): Promise<number> {
         return await acmeCommand(rest);
       case 'quorum':
         return await quorumCommand(rest);
+      case 'backup':
+        return await backupCommand(rest);
       case undefined:
       case 'help':
       case '--help':
