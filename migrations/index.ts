@@ -11,6 +11,7 @@ import * as m010 from './010_certificate_created_index';
 import * as m009 from './009_acme_profiles_reuse';
 import * as m011 from './011_cluster';
 import * as m013 from './013_issuers';
+import * as m012 from './012_quorum';
 
 /**
  * Migrations are listed here rather than discovered on disk, so the same list
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, Knex.Migration> = {
   '009_acme_profiles_reuse': m009,
   '011_cluster': m011,
   '013_issuers': m013,
+  '012_quorum': m012,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

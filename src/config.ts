@@ -58,6 +58,10 @@ export interface Config extends TlsSettings {
   shutdownDelaySeconds: number;
   /** how long a graceful stop waits for requests in flight before it closes their connections */
   shutdownGraceSeconds: number;
+  /** HSMCA_QUORUM: approvals a gated operation needs (at least; the stored setting may raise it); 1 = single admin (src/quorum/) */
+  quorum: number;
+  /** HSMCA_QUORUM_REQUEST_TTL_SECONDS: a pending quorum request expires this long after it was made */
+  quorumRequestTtlSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -184,5 +188,7 @@ export function loadConfig(env: Env = process.env): Config {
     leaderLeaseSeconds: intSetting(env, 'HSMCA_LEADER_LEASE_SECONDS', 10, 2, 3600),
     shutdownDelaySeconds: intSetting(env, 'HSMCA_SHUTDOWN_DELAY_SECONDS', 0, 0, 3600),
     shutdownGraceSeconds: intSetting(env, 'HSMCA_SHUTDOWN_GRACE_SECONDS', 30, 0, 3600),
+    quorum: intSetting(env, 'HSMCA_QUORUM', 1, 1, 100),
+    quorumRequestTtlSeconds: intSetting(env, 'HSMCA_QUORUM_REQUEST_TTL_SECONDS', 86400, 1, 90 * 86400),
   };
 }

@@ -31,6 +31,9 @@ import { CertificateStore } from './storage/certificate-store';
 import { CrlStore } from './storage/crl-store';
 import { Database, openConfiguredDatabase } from './storage/database';
 import { TokenStore } from './storage/token-store';
+import { QuorumGate } from './quorum/gate';
+import { openQuorumGate } from './quorum/open';
+import { registerBackupExecutor } from './backup/backup';
 
 export interface CoreOptions {
   clock?: Clock;
@@ -72,6 +75,8 @@ export interface Core {
   authFailures: AuthFailureThrottle;
   /** the HSM key that signs audit checkpoints (AUDIT_KEY_LABEL); undefined only on a follower started before the key existed */
   auditSigner?: Signer;
+  /** M-of-N quorum for the sensitive operations (src/quorum/); runs them at once when M <= 1 */
+  quorum: QuorumGate;
   close(): Promise<void>;
 }
 
@@ -126,7 +131,9 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     // Each worker process keeps its own buckets, like the issuance limits.
     const limitPerMinute = Math.ceil(config.authFailureLimit / (config.workers * config.instances));
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
-    return { config, clock, log, metrics, db, hsm, caStore, profiles, audit, auditSigner, authFailures, ...services, close };
+    const quorum = openQuorumGate(config, { db, audit, clock, tokens: services.tokens });
+    registerBackupExecutor(quorum, { config, db, hsm, audit, clock, hierarchy: services.hierarchy });
+    return { config, clock, log, metrics, db, hsm, caStore, profiles, audit, auditSigner, authFailures, ...services, quorum, close };
   } catch (e) {
     await close();
     throw e;

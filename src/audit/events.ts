@@ -27,6 +27,14 @@ export const AUDIT_EVENT_TYPES = [
   'acmeOrderRefused',
   'issuerRotated',
   'rootRenewed',
+  'quorumRequested',
+  'quorumApproved',
+  'quorumRefused',
+  'quorumExecuted',
+  'quorumApproverAdded',
+  'quorumApproverRemoved',
+  'backupCreated',
+  'backupRestored',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Hsm, HsmHealth, KeyInfo, Signer } from '../hsm/hsm';
+import { type Hsm, type HsmHealth, type KeyBackup, type KeyInfo, type Signer, keyBackupOf } from '../hsm/hsm';
 import { KeyAlgorithm } from '../hsm/key-algorithm';
 import type { AuditLog } from './audit-log';
 
@@ -39,6 +39,11 @@ export class KeyAuditingHsm implements Hsm {
 
   health(): Promise<HsmHealth> {
     return this.inner.health();
+  }
+
+  /** the inner backend's backup power (keyBackupOf) */
+  keyBackup(): KeyBackup | undefined {
+    return keyBackupOf(this.inner);
   }
 
   close(): Promise<void> {

@@ -30,6 +30,17 @@ export class TokenService {
   }
 
   async create(opts: { role: unknown; name: string; token?: string; expiresAt?: Date | null; scope?: unknown; by?: string }): Promise<{ token: string; record: TokenRecord }> {
+    const { token, record } = this.prepare(opts);
+    await this.add(record, opts.by);
+    return { token, record };
+  }
+
+  /**
+   * A checked token and its record, not yet stored: a quorum request
+   * (src/quorum/) shows the token to its requester at once and stores the
+   * record (its hash only) when the approvals are in.
+   */
+  prepare(opts: { role: unknown; name: string; token?: string; expiresAt?: Date | null; scope?: unknown }): { token: string; record: TokenRecord } {
     if (!ROLES.includes(opts.role as Role)) throw new CaError('badRequest', 'invalidRole', `role must be one of ${ROLES.join(', ')}`);
     const scope = parseScope(opts.scope);
     if (scope && opts.role === 'admin') throw new CaError('badRequest', 'invalidScope', 'admin tokens cannot be scoped');
@@ -46,9 +57,17 @@ export class TokenService {
       expiresAt: opts.expiresAt ?? null,
       revokedAt: null,
     };
-    await this.deps.store.add(record);
-    for (const l of this.listeners) l({ kind: 'created', record, by: opts.by ?? 'cli' });
     return { token, record };
+  }
+
+  /** Stores a prepared record (and tells the listeners: the audit log). */
+  async add(record: TokenRecord, by?: string): Promise<void> {
+    await this.deps.store.add(record);
+    for (const l of this.listeners) l({ kind: 'created', record, by: by ?? 'cli' });
+  }
+
+  get(id: string): Promise<TokenRecord | undefined> {
+    return this.deps.store.get(id);
   }
 
   list(): Promise<TokenRecord[]> {

@@ -13,9 +13,11 @@ import { createLogger } from '../log';
 import { auditTokens } from '../service-events';
 import { Database, openConfiguredDatabase } from '../storage/database';
 import { TokenStore } from '../storage/token-store';
+import { QuorumGate } from '../quorum/gate';
+import { openQuorumGate } from '../quorum/open';
 
-/** Token administration needs the database only: no HSM, no CA start-up. */
-export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenService; tokenStore: TokenStore; clock: Clock; close(): Promise<void> }> {
+/** Token and quorum administration need the database only: no HSM, no CA start-up. */
+export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenService; tokenStore: TokenStore; clock: Clock; quorum: QuorumGate; close(): Promise<void> }> {
   prepareDataDir(config.dataDir);
   const db = await openConfiguredDatabase(config);
   const tokenStore = new TokenStore(db);
@@ -26,6 +28,7 @@ export async function openTokenAdmin(config: Config): Promise<{ tokens: TokenSer
     tokens,
     tokenStore,
     clock: systemClock,
+    quorum: openQuorumGate(config, { db, audit, clock: systemClock, tokens }),
     close: async () => {
       await audit.close();
       await db.close();

@@ -13,6 +13,9 @@ import { parseArgs } from './args';
 import { BLOCKED_KEYS_USAGE, blockedKeysCommand } from './blocked-keys-command';
 import { ACME_USAGE, acmeCommand } from './acme-command';
 import { CA_USAGE, caCommand } from './ca-command';
+import { createTokenUnderQuorum, revokeTokenUnderQuorum } from '../quorum/token-operations';
+import { QUORUM_USAGE, quorumCommand } from './quorum-command';
+import { BACKUP_USAGE, backupCommand } from './backup-command';
 
 const USAGE = `usage: hsmca <command>
 
@@ -32,6 +35,8 @@ ${AUDIT_USAGE}
 ${BLOCKED_KEYS_USAGE}
 ${ACME_USAGE}
 ${CA_USAGE}
+${QUORUM_USAGE}
+${BACKUP_USAGE}
 
 Settings come from the environment: see docs/configuration.md.`;
 
@@ -70,6 +75,10 @@ export async function main(argv: string[]): Promise<number> {
         return await acmeCommand(rest);
       case 'ca':
         return await caCommand(rest);
+      case 'quorum':
+        return await quorumCommand(rest);
+      case 'backup':
+        return await backupCommand(rest);
       case undefined:
       case 'help':
       case '--help':
@@ -198,8 +207,12 @@ async function token(argv: string[]): Promise<number> {
         if (args['max-validity-days']) scope.maxValidityDays = Number(args['max-validity-days']);
         if (args['can-revoke']) scope.canRevoke = true;
         if (args['subject-attributes']) scope.subjectAttributes = subjectAttributesArg(args['subject-attributes']);
-        const { token, record } = await core.tokens.create({ role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined });
-        process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
+        const { token, record, request } = await createTokenUnderQuorum(core.quorum, core.tokens, { role: args.role, name: args.name, expiresAt, scope: Object.keys(scope).length ? scope : undefined, by: 'cli' });
+        if (request) {
+          process.stderr.write(`hsmca: ${record.role} token "${record.name}" (id ${record.id}) waits for quorum request ${request.id} (${request.threshold} approvals, until ${request.expiresAt}); it works once approved and is shown only this once:\n`);
+        } else {
+          process.stderr.write(`hsmca: created ${record.role} token "${record.name}" (id ${record.id}); it is shown only this once:\n`);
+        }
         process.stdout.write(token + '\n');
         return 0;
       }
@@ -213,8 +226,8 @@ async function token(argv: string[]): Promise<number> {
       case 'revoke': {
         const id = positional[0];
         if (!id) throw new CaError('badRequest', 'usage', 'usage: hsmca token revoke ID');
-        await core.tokens.revoke(id, 'cli');
-        process.stdout.write(`hsmca: revoked token ${id}\n`);
+        const { request } = await revokeTokenUnderQuorum(core.quorum, core.tokens, id, 'cli');
+        process.stdout.write(request ? `hsmca: revoking token ${id} waits for quorum request ${request.id} (${request.threshold} approvals)\n` : `hsmca: revoked token ${id}\n`);
         return 0;
       }
       default:

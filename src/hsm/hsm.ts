@@ -69,3 +69,33 @@ export class HsmError extends Error {
     this.name = 'HsmError';
   }
 }
+
+/** A private key as it leaves the HSM for a backup: wrapped inside it, never in the clear. */
+export interface WrappedKey {
+  label: string;
+  algorithm: import('./key-algorithm').KeyAlgorithm;
+  /** DER SubjectPublicKeyInfo */
+  publicKey: Buffer;
+  /** CKA_ID on PKCS#11 (hex), so a restored key is the same object to hsmca */
+  id?: string;
+  /** the wrapping: AES key wrap with padding (RFC 5649) of the PKCS#8 private key */
+  mechanism: 'aes-kwp';
+  wrapped: Buffer;
+}
+
+/**
+ * The optional power to back up and restore keys under a wrapping key
+ * (STYLE.md practice 1: extra powers are separate interfaces). The wrapping
+ * key is given as bytes: it is Shamir-split for custodians by the backup
+ * ceremony (src/backup/); inside the HSM it only wraps and unwraps.
+ */
+export interface KeyBackup {
+  wrapKeys(wrappingKey: Buffer): Promise<WrappedKey[]>;
+  /** onto an HSM that holds none of these labels; each key is checked against its public key */
+  unwrapKeys(wrappingKey: Buffer, keys: WrappedKey[]): Promise<void>;
+}
+
+/** The backup power of an HSM, through the wrappers (metrics, audit) around it. */
+export function keyBackupOf(hsm: Hsm): KeyBackup | undefined {
+  return (hsm as Partial<{ keyBackup(): KeyBackup | undefined }>).keyBackup?.();
+}

@@ -1,4 +1,4 @@
-import { Hsm, HsmHealth, KeyInfo, Signer } from './hsm';
+import { Hsm, HsmHealth, KeyBackup, KeyInfo, Signer, keyBackupOf } from './hsm';
 import { KeyAlgorithm } from './key-algorithm';
 import { Metrics } from '../metrics';
 import { Logger } from '../log';
@@ -63,6 +63,11 @@ export class InstrumentedHsm implements Hsm {
 
   health(): Promise<HsmHealth> {
     return this.inner.health();
+  }
+
+  /** the inner backend's backup power (keyBackupOf) */
+  keyBackup(): KeyBackup | undefined {
+    return keyBackupOf(this.inner);
   }
 
   close(): Promise<void> {

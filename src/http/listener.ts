@@ -23,6 +23,7 @@ import { AcmeAdminStore } from '../storage/acme-admin-store';
 import { AcmeStore } from '../storage/acme-store';
 import { CertificateStats } from '../storage/certificate-stats';
 import { isLoopbackHost } from '../tls/tls-settings';
+import { quorumRoutes } from './routes/quorum';
 
 /** The service's whole route table: every route of contract section 3 and the status routes. */
 export function serviceRoutes(core: Core): Route[] {
@@ -45,13 +46,14 @@ export function serviceRoutes(core: Core): Route[] {
     ...systemRoutes({ health: () => health(core), metrics: core.metrics }),
     ...caRoutes(core),
     ...crlRoutes(core.crls, () => core.issuers.all().map((i) => i.crls)),
-    ...tokenRoutes(core.tokens),
+    ...tokenRoutes(core.tokens, core.quorum),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
     ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
     ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
     ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
     ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),
+    ...quorumRoutes(core.quorum),
   ];
 }
 

@@ -1,8 +1,8 @@
-import { KeyObject, webcrypto, scrypt as scryptCb, randomBytes, createCipheriv, createDecipheriv, createHmac, sign as cryptoSign, timingSafeEqual } from 'node:crypto';
+import { KeyObject, createPrivateKey, createPublicKey, webcrypto, scrypt as scryptCb, randomBytes, createCipheriv, createDecipheriv, createHmac, sign as cryptoSign, timingSafeEqual } from 'node:crypto';
 import { promises as fs, constants as fsc } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { Hsm, HsmError, HsmHealth, KeyInfo, Signer } from '../hsm';
+import { Hsm, HsmError, HsmHealth, KeyBackup, KeyInfo, Signer, WrappedKey } from '../hsm';
 import { KeyAlgorithm, isKeyAlgorithm, keyAlgorithmInfo } from '../key-algorithm';
 
 const scrypt = promisify(scryptCb) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>;
@@ -15,6 +15,9 @@ export interface SoftHsmOptions {
   /** unlocks the store: the key-encryption key is derived from it with scrypt */
   pin: string;
 }
+
+/** RFC 5649's alternative initial value, as OpenSSL's id-aes256-wrap-pad takes it. */
+const KWP_IV = Buffer.from('A65959A6', 'hex');
 
 /** scrypt cost: about 100 ms and 32 MiB on a current core, paid once per start. */
 const KDF = { N: 1 << 15, r: 8, p: 1 };
@@ -58,7 +61,7 @@ function importParams(alg: KeyAlgorithm): webcrypto.EcKeyImportParams | webcrypt
  * AES-256-GCM under a key derived from the PIN. A wrong PIN or a changed file
  * stops it from opening; nothing is ever regenerated silently.
  */
-export class SoftHsm implements Hsm {
+export class SoftHsm implements Hsm, KeyBackup {
   readonly kind = 'soft' as const;
   private keys = new Map<string, LoadedKey>();
   /** the encrypted form of every key, re-sealed on each change */
@@ -139,17 +142,20 @@ export class SoftHsm implements Hsm {
     return { ...meta, createdAt: new Date().toISOString(), iv: iv.toString('base64'), tag: cipher.getAuthTag().toString('base64'), wrapped: wrapped.toString('base64') };
   }
 
-  /** Unseals a stored key straight into a non-extractable WebCrypto key. */
-  private async adopt(k: SealedKey): Promise<LoadedKey> {
-    let pkcs8: Buffer;
+  private unseal(k: SealedKey): Buffer {
     try {
       const decipher = createDecipheriv('aes-256-gcm', this.kek, Buffer.from(k.iv, 'base64'));
       decipher.setAuthTag(Buffer.from(k.tag, 'base64'));
       decipher.setAAD(SoftHsm.aad(k));
-      pkcs8 = Buffer.concat([decipher.update(Buffer.from(k.wrapped, 'base64')), decipher.final()]);
+      return Buffer.concat([decipher.update(Buffer.from(k.wrapped, 'base64')), decipher.final()]);
     } catch {
       throw new HsmError('storeTampered', `key "${k.label}" in the software HSM store fails its integrity check (changed or damaged)`);
     }
+  }
+
+  /** Unseals a stored key straight into a non-extractable WebCrypto key. */
+  private async adopt(k: SealedKey): Promise<LoadedKey> {
+    const pkcs8 = this.unseal(k);
     try {
       const privateKey = await subtle.importKey('pkcs8', pkcs8, importParams(k.algorithm), false, ['sign']);
       const loaded: LoadedKey = { label: k.label, algorithm: k.algorithm, publicKey: Buffer.from(k.publicKey, 'base64'), privateKey };
@@ -275,6 +281,62 @@ export class SoftHsm implements Hsm {
         return new Promise<Buffer>((resolve, reject) => cryptoSign(info.hash, data, key, (err, sig) => (err ? reject(new HsmError('hsmUnavailable', `the software HSM could not sign: ${err.message}`)) : resolve(sig))));
       },
     };
+  }
+
+  keyBackup(): KeyBackup {
+    return this;
+  }
+
+  /**
+   * Every key, its PKCS#8 wrapped with AES key wrap with padding (RFC 5649)
+   * under `wrappingKey`: unsealed and wrapped here, the clear form zeroed at once.
+   */
+  async wrapKeys(wrappingKey: Buffer): Promise<WrappedKey[]> {
+    this.ensureOpen();
+    await this.refresh();
+    return this.sealed.map((k) => {
+      const pkcs8 = this.unseal(k);
+      try {
+        const c = createCipheriv('id-aes256-wrap-pad', wrappingKey, KWP_IV);
+        const wrapped = Buffer.concat([c.update(pkcs8), c.final()]);
+        return { label: k.label, algorithm: k.algorithm, publicKey: Buffer.from(k.publicKey, 'base64'), mechanism: 'aes-kwp' as const, wrapped };
+      } finally {
+        pkcs8.fill(0);
+      }
+    });
+  }
+
+  /** Unwraps each key, checks it against its public key, and seals it into this store (which holds none of the labels). */
+  async unwrapKeys(wrappingKey: Buffer, keys: WrappedKey[]): Promise<void> {
+    this.ensureOpen();
+    for (const k of keys) if (this.keys.has(k.label)) throw new HsmError('keyExists', `a key labelled "${k.label}" already exists`);
+    const added: SealedKey[] = [];
+    try {
+      for (const k of keys) {
+        if (!isKeyAlgorithm(k.algorithm) || k.mechanism !== 'aes-kwp') throw new HsmError('hsmError', `key "${k.label}" in the backup has an unknown type or wrapping`);
+        let pkcs8: Buffer;
+        try {
+          const d = createDecipheriv('id-aes256-wrap-pad', wrappingKey, KWP_IV);
+          pkcs8 = Buffer.concat([d.update(k.wrapped), d.final()]);
+        } catch {
+          throw new HsmError('hsmError', `key "${k.label}" does not unwrap under the backup key`);
+        }
+        try {
+          const spki = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({ format: 'der', type: 'spki' });
+          if (!spki.equals(k.publicKey)) throw new HsmError('hsmError', `key "${k.label}" in the backup does not match its public key`);
+          const sealed = this.seal(k.label, k.algorithm, k.publicKey, pkcs8);
+          await this.adopt(sealed);
+          added.push(sealed);
+        } finally {
+          pkcs8.fill(0);
+        }
+      }
+      await this.persist();
+    } catch (e) {
+      for (const a of added) this.keys.delete(a.label);
+      this.sealed = this.sealed.filter((x) => !added.includes(x));
+      throw e instanceof HsmError ? e : new HsmError('hsmError', `the backup's keys could not be restored: ${(e as Error).message}`);
+    }
   }
 
   async health(): Promise<HsmHealth> {

@@ -1,4 +1,6 @@
 import { TokenService } from '../../auth/tokens';
+import type { QuorumGate } from '../../quorum/gate';
+import { createTokenUnderQuorum, revokeTokenUnderQuorum } from '../../quorum/token-operations';
 import { CaError } from '../../errors';
 import { TokenRecord } from '../../storage/token-store';
 import { sendJson } from '../errors';
@@ -16,8 +18,12 @@ export function tokenJson(t: TokenRecord) {
   };
 }
 
-/** Token lifecycle for admins: create (the token is shown once), list, revoke. */
-export function tokenRoutes(tokens: TokenService): Route[] {
+/**
+ * Token lifecycle for admins: create (the token is shown once), list, revoke.
+ * Admin tokens are created and revoked under quorum when M > 1: 202 with the
+ * pending request (a new token is shown at once and works once approved).
+ */
+export function tokenRoutes(tokens: TokenService, quorum: QuorumGate): Route[] {
   return [
     {
       method: 'POST',
@@ -34,14 +40,15 @@ export function tokenRoutes(tokens: TokenService): Route[] {
           }
           expiresAt = new Date(Date.now() + b.expiresInDays * 86400_000);
         }
-        const { token, record } = await tokens.create({
+        const { token, record, request } = await createTokenUnderQuorum(quorum, tokens, {
           role: b.role,
           name: typeof b.name === 'string' ? b.name : '',
           scope: b.scope,
           expiresAt,
           by: principalOf(ctx).name,
         });
-        sendJson(ctx.res, 201, { ...tokenJson(record), token });
+        if (request) sendJson(ctx.res, 202, { ...tokenJson(record), token, quorumRequest: request });
+        else sendJson(ctx.res, 201, { ...tokenJson(record), token });
       },
     },
     { method: 'GET', path: '/api/v1/tokens', access: ADMIN, handle: async ({ res }) => sendJson(res, 200, { items: (await tokens.list()).map(tokenJson) }) },
@@ -52,7 +59,9 @@ export function tokenRoutes(tokens: TokenService): Route[] {
       async handle(ctx) {
         const id = ctx.params.id;
         if (id === principalOf(ctx).id) throw new CaError('conflict', 'cannotRevokeSelf', 'a token cannot revoke itself');
-        sendJson(ctx.res, 200, tokenJson(await tokens.revoke(id, principalOf(ctx).name)));
+        const { record, request } = await revokeTokenUnderQuorum(quorum, tokens, id, principalOf(ctx).name);
+        if (request) sendJson(ctx.res, 202, { ...tokenJson(record), quorumRequest: request });
+        else sendJson(ctx.res, 200, tokenJson(record));
       },
     },
   ];
