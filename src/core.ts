@@ -34,6 +34,7 @@ import { TokenStore } from './storage/token-store';
 import { QuorumGate } from './quorum/gate';
 import { openQuorumGate } from './quorum/open';
 import { registerBackupExecutor } from './backup/backup';
+import { registerCaExecutors } from './quorum/ca-operations';
 
 export interface CoreOptions {
   clock?: Clock;
@@ -133,7 +134,9 @@ export async function openCore(config: Config, opts: CoreOptions = {}): Promise<
     const authFailures = new AuthFailureThrottle({ audit, metrics, clock, limitPerMinute, intervalSeconds: config.authFailureAuditIntervalSeconds });
     const quorum = openQuorumGate(config, { db, audit, clock, tokens: services.tokens });
     registerBackupExecutor(quorum, { config, db, hsm, audit, clock, hierarchy: services.hierarchy });
-    return { config, clock, log, metrics, db, hsm, caStore, profiles, audit, auditSigner, authFailures, ...services, quorum, close };
+    const core: Core = { config, clock, log, metrics, db, hsm, caStore, profiles, audit, auditSigner, authFailures, ...services, quorum, close };
+    registerCaExecutors(quorum, core);
+    return core;
   } catch (e) {
     await close();
     throw e;

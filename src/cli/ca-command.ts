@@ -1,5 +1,6 @@
 import * as os from 'node:os';
-import { renewRoot, rotateIssuer } from '../ca/rotation';
+import { renewRootUnderQuorum, rotateUnderQuorum } from '../quorum/ca-operations';
+import type { QuorumRequestView } from '../quorum/gate';
 import { loadConfig } from '../config';
 import { openCore } from '../core';
 import { CaError } from '../errors';
@@ -25,11 +26,15 @@ export async function caCommand(argv: string[]): Promise<number> {
   try {
     const by = `cli:${os.userInfo().username}`;
     if (sub === 'rotate') {
-      const r = await rotateIssuer(core, by);
+      const o = await rotateUnderQuorum(core, by);
+      if (o.status === 'pending') return pending(o.request);
+      const r = o.result;
       process.stderr.write(`hsmca: issuing CA ${r.issuer.id} is active (previous: ${r.previousIssuerId}); serving processes adopt it within seconds\n`);
       process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     } else if (sub === 'renew-root') {
-      const r = await renewRoot(core, by);
+      const o = await renewRootUnderQuorum(core, by);
+      if (o.status === 'pending') return pending(o.request);
+      const r = o.result;
       process.stderr.write(`hsmca: root CA ${r.rootId} is active (previous: ${r.previousRootId}); distribute it and the cross-certificates (docs/operations.md)\n`);
       process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     } else {
@@ -50,4 +55,11 @@ export async function caCommand(argv: string[]): Promise<number> {
   } finally {
     await core.close();
   }
+}
+
+/** HSMCA_QUORUM > 1: the ceremony waits for approvals; it runs where the M-th is given. */
+function pending(q: QuorumRequestView): number {
+  process.stderr.write(`hsmca: ${q.kind} waits for ${q.threshold} approvals: hsmca quorum approve ${q.id} --key PRIVFILE (expires ${q.expiresAt})\n`);
+  process.stdout.write(JSON.stringify({ quorumRequest: q }, null, 2) + '\n');
+  return 0;
 }

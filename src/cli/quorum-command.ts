@@ -124,7 +124,8 @@ async function approve(argv: string[]): Promise<number> {
   const id = positional[0];
   if (!id || !args.key) throw new CaError('badRequest', 'usage', 'usage: hsmca quorum approve ID --key PRIVFILE');
   const pem = readFile('key', args.key).toString('utf8');
-  const core = await openCore(loadConfig(), { role: 'follower', announce: () => undefined });
+  // 'single', like `hsmca ca rotate`: an operation run here (a rotation) readies what it makes (the new issuer's OCSP responder certificate)
+  const core = await openCore(loadConfig(), { role: 'single', announce: () => undefined });
   try {
     const r = await core.quorum.get(id);
     const { signature, publicKey } = signApproval(pem, approvalMessage(r.id, r.description));

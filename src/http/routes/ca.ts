@@ -2,7 +2,7 @@ import * as der from '../../asn1/der';
 import type { Core } from '../../core';
 import { CaError } from '../../errors';
 import { Issuer, IssuerRegistry } from '../../ca/issuers';
-import { renewRoot, rotateIssuer } from '../../ca/rotation';
+import { renewRootUnderQuorum, rotateUnderQuorum } from '../../quorum/ca-operations';
 import { sendJson } from '../errors';
 import { ADMIN, PUBLIC, Route, RouteContext, principalOf } from '../route';
 import { sendCrl } from './crl-response';
@@ -119,13 +119,22 @@ export function caRoutes(core: Core): Route[] {
       method: 'POST',
       path: '/api/v1/ca/rotate',
       access: ADMIN,
-      handle: async (ctx) => sendJson(ctx.res, 201, await rotateIssuer(core, actor(ctx))),
+      handle: async (ctx) => {
+        // 201 with the new issuer, or 202 with the quorum request it waits on (HSMCA_QUORUM > 1)
+        const o = await rotateUnderQuorum(core, actor(ctx));
+        if (o.status === 'pending') sendJson(ctx.res, 202, { quorumRequest: o.request });
+        else sendJson(ctx.res, 201, o.result);
+      },
     },
     {
       method: 'POST',
       path: '/api/v1/ca/renew-root',
       access: ADMIN,
-      handle: async (ctx) => sendJson(ctx.res, 201, await renewRoot(core, actor(ctx))),
+      handle: async (ctx) => {
+        const o = await renewRootUnderQuorum(core, actor(ctx));
+        if (o.status === 'pending') sendJson(ctx.res, 202, { quorumRequest: o.request });
+        else sendJson(ctx.res, 201, o.result);
+      },
     },
   ];
 }
