@@ -192,7 +192,7 @@ async function openServices(
   const blockedKeys = new BlockedKeyService({ store: new BlockedKeyStore(d.db), clock });
   const crlSettings = { validitySeconds: config.crlValiditySeconds, retentionSeconds: config.crlRetentionSeconds };
   // Each issuer's own delegated OCSP responder and CRLs; the first issuer's CRL is partitioned when configured.
-  const issuerServices = async (i: { id: number; identity: CaIdentity; links: IssuerLinks }): Promise<IssuerServices> => {
+  const issuerServices = async (i: { id: number; identity: CaIdentity; links: IssuerLinks; prepare?: boolean }): Promise<IssuerServices> => {
     const responders = new ResponderCertificateManager({
       hsm: d.hsm,
       store: d.caStore,
@@ -203,7 +203,8 @@ async function openServices(
       keyAlgorithm: config.keyAlgorithm,
       caName: config.caName,
       settings: { validityDays: 30, renewAtFraction: 1 / 3 },
-      canIssue: opts.role !== 'follower',
+      // a rotation run in a follower makes the new issuer's first responder certificate itself
+      canIssue: opts.role !== 'follower' || i.prepare === true,
       lint,
     });
     await responders.ensureFresh();

@@ -72,8 +72,12 @@ export interface IssuerRegistryOptions {
   clock: Clock;
   log: Logger;
   publicUrl: string;
-  /** builds (and readies: responder certificate loaded or issued, CRLs loaded or built) one issuer's services */
-  services(issuer: { id: number; identity: CaIdentity; links: IssuerLinks }): Promise<IssuerServices>;
+  /**
+   * builds (and readies: responder certificate loaded or issued, CRLs loaded
+   * or built) one issuer's services; `prepare`: for a rotation, in whichever
+   * process runs it (a follower worker too), before the issuer is active
+   */
+  services(issuer: { id: number; identity: CaIdentity; links: IssuerLinks; prepare?: boolean }): Promise<IssuerServices>;
 }
 
 /**
@@ -155,7 +159,7 @@ export class IssuerRegistry {
   /** An issuer's runtime: identity, links and its own OCSP responder and CRLs. */
   async build(id: number, keyLabel: string, status: IssuerStatus, createdAt: Date, rootId: number, ident: CaIdentity, root: CaIdentity): Promise<Issuer> {
     const links = issuerLinks(this.o.publicUrl, id);
-    const services = await this.o.services({ id, identity: ident, links });
+    const services = await this.o.services({ id, identity: ident, links, prepare: status === 'pending' });
     return { id, keyLabel, status, createdAt, identity: ident, rootId, root, links, hashes: issuerHashes(ident.name, ident.spki), ...services };
   }
 
