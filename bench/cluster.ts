@@ -208,8 +208,9 @@ async function main(): Promise<void> {
   }
 
   const cpus = os.cpus().length;
+  const [load1] = os.loadavg();
   const lines = [
-    `bench:cluster on ${cpus} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}, PostgreSQL at ${new URL(BASE_URL).host}, software HSM, HAProxy round robin, ${CONNECTIONS} connections, ${SECONDS} s per phase`,
+    `bench:cluster on ${cpus} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}, PostgreSQL at ${new URL(BASE_URL).host}, software HSM, HAProxy round robin, ${CONNECTIONS} connections, ${SECONDS} s per phase; load average at the end ${load1.toFixed(1)} (other processes share the CPUs: throughput is then lower than the machine can do, CPU per answer much less affected)`,
     '',
     '| instances | work | per second | p50 ms | p99 ms | failed | hsmca CPU ms per answer | PostgreSQL CPU ms per answer |',
     '|---|---|---|---|---|---|---|---|',
