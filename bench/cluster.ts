@@ -178,13 +178,24 @@ async function main(): Promise<void> {
           expectStatus: 201,
         };
         await lg.run({ ...issueSpec, durationSec: 2 });
+        const cpuOfAll = async () => {
+          try {
+            return running.reduce((s, r) => s + cpuOf(r.child.pid!), 0);
+          } catch (e) {
+            await sleep(500);
+            const gone = running.map((r, i) => `instance ${i}: pid ${r.child.pid}, exit ${r.child.exitCode}, signal ${r.child.signalCode}`).join('; ');
+            throw new Error(`an instance is gone (${gone}): ${(e as Error).message}`);
+          }
+        };
         const measure = async (what: Phase['what'], spec: Parameters<LoadGenerator['run']>[0]) => {
-          const cpu0 = running.reduce((s, r) => s + cpuOf(r.child.pid!), 0);
+          const dead = running.findIndex((r) => r.child.exitCode !== null || r.child.signalCode !== null);
+          if (dead >= 0) throw new Error(`instance ${dead} exited:\n${fs.readFileSync(path.join(root, `instance-${dead}.log`), 'utf8').slice(-3000)}`);
+          const cpu0 = await cpuOfAll();
           const pg0 = postgresCpu();
           const result = await lg.run(spec);
-          const cpuSeconds = running.reduce((s, r) => s + cpuOf(r.child.pid!), 0) - cpu0;
+          const cpuSeconds = (await cpuOfAll()) - cpu0;
           phases.push({ instances: n, what, result, cpuSeconds, pgCpuSeconds: postgresCpu() - pg0 });
-          process.stderr.write(`bench:cluster: ${n} instance(s), ${what}: ${result.rps.toFixed(0)}/s, p50 ${result.p50} ms, p99 ${result.p99} ms, ${result.unexpected + result.errors} failed\n`);
+          process.stderr.write(`bench:cluster: ${n} instance(s), ${what}: ${result.rps.toFixed(0)}/s, p50 ${result.p50.toFixed(1)} ms, p99 ${result.p99.toFixed(1)} ms, ${result.unexpected + result.errors} failed\n`);
         };
         await measure('issuance', issueSpec);
         // OCSP for certificates this CA issued (pre-signed responses, as clients mostly ask)
@@ -204,7 +215,8 @@ async function main(): Promise<void> {
     await lg.close();
     await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
     await admin.end();
-    fs.rmSync(root, { recursive: true, force: true });
+    if (phases.length === SIZES.length * 2) fs.rmSync(root, { recursive: true, force: true });
+    else process.stderr.write(`bench:cluster: logs kept in ${root}\n`);
   }
 
   const cpus = os.cpus().length;
@@ -216,7 +228,7 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|---|---|',
     ...phases.map((p) => {
       const answers = p.result.ok || 1;
-      return `| ${p.instances} | ${p.what} | ${p.result.rps.toFixed(0)} | ${p.result.p50} | ${p.result.p99} | ${p.result.unexpected + p.result.errors} | ${((p.cpuSeconds * 1000) / answers).toFixed(2)} | ${((p.pgCpuSeconds * 1000) / answers).toFixed(2)} |`;
+      return `| ${p.instances} | ${p.what} | ${p.result.rps.toFixed(0)} | ${p.result.p50.toFixed(1)} | ${p.result.p99.toFixed(1)} | ${p.result.unexpected + p.result.errors} | ${((p.cpuSeconds * 1000) / answers).toFixed(2)} | ${((p.pgCpuSeconds * 1000) / answers).toFixed(2)} |`;
     }),
   ];
   process.stdout.write(lines.join('\n') + '\n');
