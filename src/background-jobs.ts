@@ -31,13 +31,17 @@ export interface BackgroundJobs {
 }
 
 /**
- * The periodic work of a serving CA. Leadership: of several worker
- * processes sharing one database, exactly one (the leader; a lone process is
- * its own leader) builds CRLs, renews the OCSP responder certificate and
- * signs audit checkpoints; followers adopt what it makes.
+ * The periodic work of a serving CA. Leadership (cluster/): of several
+ * instances or worker processes sharing one database, exactly one at a time
+ * (the leader; a lone process is its own leader) builds CRLs, renews the
+ * OCSP responder certificate and signs audit checkpoints; followers adopt
+ * what it makes. On PostgreSQL leadership moves by election and the others'
+ * writes arrive by NOTIFY (migration 011), with a slow poll behind it.
  *
- * - CRLs: a few seconds after a burst of revocations (in the process that
- *   revoked), at least every HSMCA_CRL_REFRESH_SECONDS (leader), and at a
+ * - CRLs: a few seconds after a burst of revocations (on PostgreSQL: the
+ *   leader, for revocations on any instance; on SQLite: the process that
+ *   revoked), at least every HSMCA_CRL_REFRESH_SECONDS (leader), at taking
+ *   the lead when a revocation is missing from the newest, and at a
  *   graceful stop when revocations are still waiting for one; followers
  *   reload the newest one.
  * - OCSP responder certificate: renewed well before it expires (leader),

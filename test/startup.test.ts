@@ -29,6 +29,11 @@ describe('configuration', () => {
     [{ HSMCA_CRL_SHARDS: '1025' }, 'HSMCA_CRL_SHARDS'],
     [{ HSMCA_CRL_SHARDS: 'four' }, 'HSMCA_CRL_SHARDS'],
     [{ HSMCA_HOST: '0.0.0.0' }, 'HSMCA_PUBLIC_URL'],
+    [{ HSMCA_INSTANCES: '0' }, 'HSMCA_INSTANCES'],
+    [{ HSMCA_LEADER_LEASE_SECONDS: '1' }, 'HSMCA_LEADER_LEASE_SECONDS'],
+    [{ HSMCA_SHUTDOWN_DELAY_SECONDS: '-1' }, 'HSMCA_SHUTDOWN_DELAY_SECONDS'],
+    [{ HSMCA_SHUTDOWN_GRACE_SECONDS: '3601' }, 'HSMCA_SHUTDOWN_GRACE_SECONDS'],
+    [{ HSMCA_SHUTDOWN_GRACE_SECONDS: '30s' }, 'HSMCA_SHUTDOWN_GRACE_SECONDS'],
     [{ HSMCA_HSM: "pkcs11", HSMCA_PKCS11_MODULE: "/bin/sh", HSMCA_PKCS11_TOKEN_LABEL: "a", HSMCA_PKCS11_PIN: "1234", HSMCA_PKCS11_CLUSTER: "yes" }, "HSMCA_PKCS11_CLUSTER"],
   ])('refuses %j naming %s', (env, setting) => {
     let err: unknown;
@@ -46,6 +51,7 @@ describe('configuration', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ host: '127.0.0.1', port: 8080, hsm: 'soft', keyAlgorithm: 'ecdsa-p256', publicUrl: 'http://127.0.0.1:8080', crlRefreshSeconds: 300 });
     expect(c.dataDir).toBe(path.resolve('data'));
+    expect(c).toMatchObject({ instances: 1, leaderLeaseSeconds: 10, shutdownDelaySeconds: 0, shutdownGraceSeconds: 30 });
   });
 });
 

@@ -1,3 +1,4 @@
+import { systemClock } from '../clock';
 import type { Core } from '../core';
 import { NOTIFY_CHANNELS } from '../../migrations/011_cluster';
 import { FixedLeadership, Leadership, PgLeaderElection } from './leader-election';
@@ -48,7 +49,8 @@ export async function openCluster(core: Core, role: 'single' | 'leader' | 'follo
     url: core.db.url,
     instanceId,
     leaseSeconds: core.config.leaderLeaseSeconds,
-    clock: core.clock,
+    // a lease is wall-clock time shared with the other hosts, not the CA's (injectable) clock
+    clock: systemClock,
     log: core.log,
     mayLead: role !== 'follower',
     channels: Object.values(NOTIFY_CHANNELS),

@@ -1,8 +1,8 @@
 import { sendJson } from '../http/errors';
 import { PUBLIC, Route } from '../http/route';
 
-/** How long /readyz waits for the database's answer before it says 503. */
-const PING_TIMEOUT_MS = 1000;
+/** How long /readyz waits for the database's answer before it says 503 (a busy host answers slowly, a down database at once). */
+const PING_TIMEOUT_MS = 2000;
 
 /**
  * Whether this instance takes traffic (contract section 8): not from the

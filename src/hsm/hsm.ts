@@ -54,6 +54,8 @@ export type HsmErrorCode =
   | 'storeTampered'
   | 'hsmUnavailable'
   | 'hsmConfig'
+  /** the software HSM's store is read-only (one copy per host of several instances): no new keys */
+  | 'readOnly'
   | 'hsmError';
 
 /**

@@ -1,6 +1,6 @@
 import { Clock } from '../clock';
 import { StartupError } from '../errors';
-import { Hsm } from '../hsm/hsm';
+import { Hsm, HsmError } from '../hsm/hsm';
 import { KeyAlgorithm, keyAlgorithmInfo } from '../hsm/key-algorithm';
 import { Logger } from '../log';
 import { CaStore } from '../storage/ca-store';
@@ -76,7 +76,9 @@ export class ResponderCertificateManager {
     const { store, clock, settings } = this.deps;
     // several issuing CAs each have responder certificates of their own: the newest of this one's
     const rec = await store.newest('ocsp', (d) => readCertificate(d).issuer.equals(this.deps.issuer.name));
-    if (rec && rec.keyLabel !== this.currentIdentity?.label) {
+    // a new key, or a new certificate for the same key (a read-only software HSM store)
+    const changed = rec && (rec.keyLabel !== this.currentIdentity?.label || !Buffer.from(rec.der).equals(Buffer.from(this.currentIdentity.certificate)));
+    if (rec && changed) {
       try {
         const id = await identity(this.deps, 'OCSP responder', rec.der, rec.keyLabel);
         const c = readCertificate(rec.der);
@@ -106,8 +108,19 @@ export class ResponderCertificateManager {
     const { hsm, issuer, clock, log, settings, store } = this.deps;
     const now = clock.now();
     const id = this.deps.issuerId;
-    const label = `hsmca-ocsp-${id !== undefined && id > 1 ? `i${id}-` : ''}${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
-    const key = (await hsm.getKey(label)) ?? (await hsm.generateKey(label, this.deps.keyAlgorithm));
+    let label = `hsmca-ocsp-${id !== undefined && id > 1 ? `i${id}-` : ''}${now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+    let key = await hsm.getKey(label);
+    try {
+      key ??= await hsm.generateKey(label, this.deps.keyAlgorithm);
+    } catch (e) {
+      // A software HSM store shared read-only between hosts takes no new key: the renewed
+      // certificate certifies the current key (rotated when the store is re-made; docs/hsm.md).
+      const current = this.currentIdentity && (await hsm.getKey(this.currentIdentity.label));
+      if (!(e instanceof HsmError && e.code === 'readOnly' && current)) throw e;
+      log.info('the HSM store is read-only: renewing the OCSP responder certificate for its current key', { keyLabel: current.label });
+      label = current.label;
+      key = current;
+    }
     const notBefore = new Date(Math.floor((now.getTime() - 60_000) / 1000) * 1000);
     let notAfter = new Date(notBefore.getTime() + settings.validityDays * DAY_MS);
     if (notAfter > issuer.notAfter) notAfter = issuer.notAfter;

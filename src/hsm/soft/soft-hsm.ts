@@ -70,6 +70,12 @@ export class SoftHsm implements Hsm, KeyBackup {
   private salt!: Buffer;
   private closed = false;
   private writing: Promise<void> = Promise.resolve();
+  /**
+   * The store file has no write permission for anyone (chmod a-w): the copy
+   * several instances' hosts share, read-only after init (docs/hsm.md). Keys
+   * are used, never added; checked by mode bits, so it holds for root too.
+   */
+  private readOnly = false;
 
   private constructor(private readonly opts: SoftHsmOptions) {}
 
@@ -102,6 +108,7 @@ export class SoftHsm implements Hsm, KeyBackup {
     } catch {
       throw new HsmError('storeTampered', `the software HSM store ${this.opts.storePath} is not a valid key store (changed or damaged)`);
     }
+    this.readOnly = ((await fs.stat(this.opts.storePath)).mode & 0o222) === 0;
     this.salt = Buffer.from(file.kdf.salt, 'base64');
     this.kek = await this.deriveKek(this.salt, file.kdf);
     const check = createHmac('sha256', this.kek).update('hsmca pin check').digest();
@@ -206,6 +213,7 @@ export class SoftHsm implements Hsm, KeyBackup {
     this.ensureOpen();
     if (!label || label.length > 128) throw new HsmError('hsmError', 'a key label must be 1 to 128 characters');
     if (this.keys.has(label)) throw new HsmError('keyExists', `a key labelled "${label}" already exists`);
+    if (this.readOnly) throw new HsmError('readOnly', `the software HSM store ${this.opts.storePath} is read-only: no new key "${label}"`);
     const info = keyAlgorithmInfo(algorithm);
     const params =
       info.kind === 'ec'
