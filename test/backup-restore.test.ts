@@ -138,6 +138,13 @@ describe.each(setups)('backup and restore on $name', (setup) => {
     // once restored, the target is no longer empty
     expect(hsmca(b.env, ['backup', 'restore', '--in', archive, '--share', shares[0], '--share', shares[1]]).err).toMatch(/restore onto an empty|fresh token|not empty/);
 
+    if (setup.hsm === 'pkcs11') {
+      // on the fresh token the keys are sensitive again, and leave it only wrapped under a trusted key
+      const listed = JSON.parse(hsmca(b.env, ['hsm', 'list', '--json']).out);
+      const keys = listed.tokens[0].keys as { label: string; attributes: Record<string, boolean> }[];
+      expect(keys.map((k) => k.label)).toEqual(expect.arrayContaining(['hsmca-root-ca', 'hsmca-issuing-ca']));
+      for (const k of keys) expect(k.attributes).toMatchObject({ sensitive: true, private: true, token: true, wrapWithTrusted: true });
+    }
     const serverB = await startServer(b.env, b.url);
     servers.push(serverB);
     // the same CA

@@ -213,7 +213,7 @@ export class ClusterKek {
    * is per application and token, so the user is logged out meanwhile: signing on
    * these tokens waits (the token lock is held exclusive) and resumes after.
    */
-  private async withSo(tokens: readonly Token[], fn: (sessions: Map<Token, Handle>) => void | Promise<void>): Promise<void> {
+  async withSo(tokens: readonly Token[], fn: (sessions: Map<Token, Handle>) => void | Promise<void>): Promise<void> {
     const ordered = [...tokens].sort((x, y) => hex(x.slot).localeCompare(hex(y.slot)));
     const locked: Token[] = [];
     const sessions = new Map<Token, Handle>();
