@@ -15,6 +15,9 @@ import { createSoftHsmTokens, pkcs11Available, SoftHsmTokens } from './helpers/s
  * good and revoked as before, the CRL lists the revocation. M-1 shares fail
  * and leave the target empty.
  */
+// several hsmca processes per test (CLI runs start in a second or more each), on a shared machine
+jest.setTimeout(240_000);
+
 type Setup = { name: string; database: 'sqlite' | 'postgres'; hsm: 'soft' | 'pkcs11' };
 const setups: Setup[] = [{ name: 'soft HSM + SQLite', database: 'sqlite', hsm: 'soft' }];
 if (postgresUrl() && (pkcs11Available() || required('pkcs11'))) setups.push({ name: 'SoftHSM2 + PostgreSQL', database: 'postgres', hsm: 'pkcs11' });

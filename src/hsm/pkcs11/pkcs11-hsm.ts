@@ -96,7 +96,7 @@ export class Pkcs11Hsm implements Hsm {
     this.pool = new SessionPool(this.p11, pin, this.life);
     this.failover = new Failover(this.p11, mod, this.pool, this.tokens, this.metas, this.life);
     this.signing = new TokenSigning(this.p11, mod.path, opts.signThreads ?? 2, this.pool, this.life);
-    this.kek = new ClusterKek(this.p11, this.pool, soPin || undefined);
+    this.kek = new ClusterKek(this.p11, this.pool, soPin || undefined, mod.path);
     this.ceremony = new ClusterCeremony(this.p11, mod, this.pool, this.failover, this.kek, this.life, this.tokens, this.poolSize);
   }
 
