@@ -15,6 +15,9 @@ import { createSoftHsmTokens, pkcs11Available, SoftHsmTokens } from './helpers/s
  * good and revoked as before, the CRL lists the revocation. M-1 shares fail
  * and leave the target empty.
  */
+// several hsmca processes per test (CLI runs start in a second or more each), on a shared machine
+jest.setTimeout(240_000);
+
 type Setup = { name: string; database: 'sqlite' | 'postgres'; hsm: 'soft' | 'pkcs11' };
 const setups: Setup[] = [{ name: 'soft HSM + SQLite', database: 'sqlite', hsm: 'soft' }];
 if (postgresUrl() && (pkcs11Available() || required('pkcs11'))) setups.push({ name: 'SoftHSM2 + PostgreSQL', database: 'postgres', hsm: 'pkcs11' });
@@ -138,6 +141,13 @@ describe.each(setups)('backup and restore on $name', (setup) => {
     // once restored, the target is no longer empty
     expect(hsmca(b.env, ['backup', 'restore', '--in', archive, '--share', shares[0], '--share', shares[1]]).err).toMatch(/restore onto an empty|fresh token|not empty/);
 
+    if (setup.hsm === 'pkcs11') {
+      // on the fresh token the keys are sensitive again, and leave it only wrapped under a trusted key
+      const listed = JSON.parse(hsmca(b.env, ['hsm', 'list', '--json']).out);
+      const keys = listed.tokens[0].keys as { label: string; attributes: Record<string, boolean> }[];
+      expect(keys.map((k) => k.label)).toEqual(expect.arrayContaining(['hsmca-root-ca', 'hsmca-issuing-ca']));
+      for (const k of keys) expect(k.attributes).toMatchObject({ sensitive: true, private: true, token: true, wrapWithTrusted: true });
+    }
     const serverB = await startServer(b.env, b.url);
     servers.push(serverB);
     // the same CA

@@ -269,4 +269,23 @@ describe.each(databases)('quorum on %s', (database) => {
     // with M = 3 and three approvers, none can be removed
     expect(hsmca(['quorum', 'approver', 'remove', 'bob']).err).toMatch(/would leave 2 approvers for a quorum of 3/);
   });
+
+  it('takes a backup only when M approvals are in, and prints the shares in the process that ran it', () => {
+    const out = path.join(dir, `quorum-${database}.backup`);
+    const asked = hsmca(['backup', 'create', '--out', out, '--shares', '3', '--threshold', '2']);
+    expect(asked.err).toBe('');
+    const id = requestIdOf(asked.out);
+    for (const who of ['alice', 'bob']) {
+      const r = hsmca(['quorum', 'approve', id, '--key', path.join(dir, `${who}.key`)]);
+      expect(r.out).not.toMatch(/share \d:/);
+      expect(fs.existsSync(out)).toBe(false);
+    }
+    const last = hsmca(['quorum', 'approve', id, '--key', path.join(dir, 'carol.key')]);
+    expect(last.err).toBe('');
+    expect(last.out).toMatch(/backup\.create ran/);
+    expect([...last.out.matchAll(/^share \d: hsmca-share-[0-9a-f]{16}-[0-9a-f]+$/gm)]).toHaveLength(3);
+    expect(fs.readFileSync(out).subarray(0, 15).toString()).toBe('hsmca-backup v1');
+    // the shares are not in the stored result
+    expect(hsmca(['quorum', 'show', id]).out).not.toMatch(/hsmca-share-/);
+  });
 });

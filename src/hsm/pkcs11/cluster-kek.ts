@@ -6,6 +6,7 @@ import { ckrName, describe, isCkr, quote } from './errors';
 import { destroyQuietly } from './key-objects';
 import { Handle, PKCS11 } from './module-registry';
 import { EC_PARAMS, ecPoint } from './public-key';
+import { NestedAttribute, generateKeyNested, unwrapKeyNested } from './nested-templates';
 import type { SessionPool } from './session-pool';
 import { RW_SESSION, Token } from './token';
 
@@ -20,7 +21,22 @@ export const CLUSTER_KEK_LABEL = 'hsmca-cluster-kek';
 /** how CA keys are wrapped under the KEK, and the KEK under a transport key */
 export const WRAP_MECHANISM: pkcs11js.Mechanism = { mechanism: pkcs11js.CKM_AES_KEY_WRAP_PAD };
 
-export function kekTemplate(id: Buffer): pkcs11js.Template {
+/**
+ * What the cluster wrapping key may wrap and unwrap (CKA_WRAP_TEMPLATE,
+ * CKA_UNWRAP_TEMPLATE): only keys that may leave a token under a trusted key,
+ * and a key unwrapped under it is always sensitive, private and still
+ * wrap-with-trusted. Without them, a holder of the user PIN could wrap a CA
+ * key under the KEK and unwrap it again as a non-sensitive object, then read
+ * it (test/hsm-pkcs11-unwrap-template.test.ts shows it, and that it now fails).
+ */
+export const KEK_WRAP_TEMPLATE: NestedAttribute[] = [{ type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true }];
+export const KEK_UNWRAP_TEMPLATE: NestedAttribute[] = [
+  { type: pkcs11js.CKA_SENSITIVE, value: true },
+  { type: pkcs11js.CKA_PRIVATE, value: true },
+  { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
+];
+
+export function kekTemplate(id: Buffer): NestedAttribute[] {
   return [
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
     { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
@@ -41,6 +57,8 @@ export function kekTemplate(id: Buffer): pkcs11js.Template {
     { type: pkcs11js.CKA_DERIVE, value: false },
     { type: pkcs11js.CKA_LABEL, value: CLUSTER_KEK_LABEL },
     { type: pkcs11js.CKA_ID, value: id },
+    { type: pkcs11js.CKA_WRAP_TEMPLATE, value: KEK_WRAP_TEMPLATE },
+    { type: pkcs11js.CKA_UNWRAP_TEMPLATE, value: KEK_UNWRAP_TEMPLATE },
     // last: SoftHSM2 applies the template in order, and refuses attributes after CKA_MODIFIABLE=false on unwrap
     { type: pkcs11js.CKA_MODIFIABLE, value: false },
   ];
@@ -65,6 +83,8 @@ export class ClusterKek {
     private readonly p11: PKCS11,
     private readonly pool: SessionPool,
     soPin: string | undefined,
+    /** the module's path: the KEK's nested templates are set through nested-templates.ts */
+    private readonly modulePath: string,
   ) {
     this.#soPin = soPin;
   }
@@ -129,9 +149,9 @@ export class ClusterKek {
       const first = source;
       await this.withSo([first], (sessions) => {
         const s = sessions.get(first)!;
-        this.p11.C_GenerateKey(s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
-          ...kekTemplate(randomBytes(16)),
+        generateKeyNested(this.modulePath, s, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
           { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
+          ...kekTemplate(randomBytes(16)),
         ]);
       });
     }
@@ -198,7 +218,7 @@ export class ClusterKek {
       created.push([ds, tb]);
       const blob = this.p11.C_WrapKey(ss, WRAP_MECHANISM, ta, kek.handle, Buffer.alloc(1024));
       try {
-        this.p11.C_UnwrapKey(ds, WRAP_MECHANISM, tb, blob, kekTemplate(kek.id));
+        unwrapKeyNested(this.modulePath, ds, WRAP_MECHANISM, tb, blob, kekTemplate(kek.id));
       } finally {
         blob.fill(0);
       }
@@ -213,7 +233,7 @@ export class ClusterKek {
    * is per application and token, so the user is logged out meanwhile: signing on
    * these tokens waits (the token lock is held exclusive) and resumes after.
    */
-  private async withSo(tokens: readonly Token[], fn: (sessions: Map<Token, Handle>) => void | Promise<void>): Promise<void> {
+  async withSo(tokens: readonly Token[], fn: (sessions: Map<Token, Handle>) => void | Promise<void>): Promise<void> {
     const ordered = [...tokens].sort((x, y) => hex(x.slot).localeCompare(hex(y.slot)));
     const locked: Token[] = [];
     const sessions = new Map<Token, Handle>();

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 import * as pkcs11js from 'pkcs11js';
-import { Hsm, HsmError, HsmHealth, KeyInfo, Signer, TokenHealth } from '../hsm';
+import { Hsm, HsmError, HsmHealth, KeyBackup, KeyInfo, Signer, TokenHealth } from '../hsm';
 import { KeyAlgorithm, ecdsaRawToDer } from '../key-algorithm';
 import { findObjects, getAttrs } from './attributes';
 import { ClusterCeremony } from './cluster-ceremony';
@@ -11,6 +11,7 @@ import { Failover, markDown, markUp } from './failover';
 import { KeyMeta, metaOf, publicInfo, readKey } from './key-objects';
 import { Lifecycle } from './lifecycle';
 import { Mutex } from './locks';
+import { Pkcs11KeyBackup } from './key-backup';
 import { ModuleEntry, PKCS11, acquireModule, releaseModule, slotShared } from './module-registry';
 import { SessionPool } from './session-pool';
 import { Token, enumerateTokens } from './token';
@@ -95,7 +96,7 @@ export class Pkcs11Hsm implements Hsm {
     this.pool = new SessionPool(this.p11, pin, this.life);
     this.failover = new Failover(this.p11, mod, this.pool, this.tokens, this.metas, this.life);
     this.signing = new TokenSigning(this.p11, mod.path, opts.signThreads ?? 2, this.pool, this.life);
-    this.kek = new ClusterKek(this.p11, this.pool, soPin || undefined);
+    this.kek = new ClusterKek(this.p11, this.pool, soPin || undefined, mod.path);
     this.ceremony = new ClusterCeremony(this.p11, mod, this.pool, this.failover, this.kek, this.life, this.tokens, this.poolSize);
   }
 
@@ -173,6 +174,11 @@ export class Pkcs11Hsm implements Hsm {
     if (this.clusterMode && this.tokens.length > 1 && this.kek.hasSoPin) {
       await this.kek.ensure(this.tokens.filter((t) => t.state === 'up'));
     }
+  }
+
+  /** Backups (src/backup/): keys wrapped under a trusted key made by the security officer; see key-backup.ts. */
+  keyBackup(): KeyBackup {
+    return new Pkcs11KeyBackup(this.p11, this.pool, this.kek, this.tokens, this.life);
   }
 
   get isCluster(): boolean {
