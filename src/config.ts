@@ -50,6 +50,8 @@ export interface Config extends TlsSettings {
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   /** the ACME server (contract section 7) */
   acme: AcmeConfig;
+  /** how long a graceful stop waits for requests in flight before it closes their connections */
+  shutdownGraceSeconds: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -172,5 +174,6 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     ...loadTlsSettings(env, publicUrl, port),
     acme: loadAcmeConfig(env, [...Object.keys(BUILTIN_PROFILES), ...Object.keys(profiles)]),
+    shutdownGraceSeconds: intSetting(env, 'HSMCA_SHUTDOWN_GRACE_SECONDS', 30, 0, 3600),
   };
 }

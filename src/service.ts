@@ -6,6 +6,7 @@ import { Core, CoreOptions, openCore } from './core';
 import { HttpsListener, listenHttps, plainHttpRoutes } from './http/https-listener';
 import { HttpListener, createRequestListener, listenHttp, serviceRoutes } from './http/listener';
 import { ServerTls } from './tls/server-tls';
+import type { AcmeServer } from './acme/acme-server';
 
 export type ServiceOptions = CoreOptions;
 
@@ -41,13 +42,17 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
   const jobs = startBackgroundJobs(core, opts.role !== 'follower', tls);
   let listener: HttpListener | undefined;
   let secure: HttpsListener | undefined;
+  let acme: AcmeServer | undefined;
   try {
     // built once: both listeners share the rate limits' buckets
-    const routes = serviceRoutes(core);
+    const routes = serviceRoutes(core, { onAcme: (a) => (acme = a) });
+    // validations a dead process left processing are taken over now and whenever another worker's lease runs out
+    acme?.validator.startResuming();
     listener = await listenHttp(core, createRequestListener(core, plainHttpRoutes(core, routes)));
     if (tls) secure = await listenHttps(core, tls, createRequestListener(core, routes));
   } catch (e) {
     await listener?.close();
+    await acme?.validator.stop(0);
     await stopCore(core, jobs, false);
     throw e;
   }
@@ -56,7 +61,8 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
   const plain = listener;
   const stop = () =>
     (stopping ??= (async () => {
-      await Promise.all([plain.close(), secure?.close()]);
+      // ACME validations in flight get HSMCA_SHUTDOWN_GRACE_SECONDS, as requests do; none starts meanwhile
+      await Promise.all([plain.close(), secure?.close(), acme?.validator.stop(config.shutdownGraceSeconds * 1000)]);
       await stopCore(core, jobs, true);
     })());
   return { core, server: listener.server, url: listener.url, httpsServer: secure?.server, httpsUrl: secure?.url, tls, stop };

@@ -6,7 +6,7 @@ import { StartupError } from '../errors';
 import { IssuanceRateLimit } from './rate-limit';
 import { Route } from './route';
 import { createRouter } from './router';
-import { openAcmeServer } from '../acme/acme-server';
+import { AcmeServer, openAcmeServer } from '../acme/acme-server';
 import { acmeRoutes } from './routes/acme';
 import { auditRoutes } from './routes/audit';
 import { blockedKeyRoutes } from './routes/blocked-keys';
@@ -25,12 +25,14 @@ import { CertificateStats } from '../storage/certificate-stats';
 import { isLoopbackHost } from '../tls/tls-settings';
 
 /** The service's whole route table: every route of contract section 3 and the status routes. */
-export function serviceRoutes(core: Core): Route[] {
+export function serviceRoutes(core: Core, opts: { onAcme?: (acme: AcmeServer) => void } = {}): Route[] {
   // Each worker process keeps its own buckets; connections are spread evenly over them.
   const issueLimit = new IssuanceRateLimit({
     perToken: Math.ceil(core.config.issueRatePerToken / core.config.workers),
     perAddress: Math.ceil(core.config.issueRatePerAddress / core.config.workers),
   });
+  const acme = openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) });
+  opts.onAcme?.(acme);
   return [
     ...ocspRoutes(core.ocsp, core.metrics),
     ...certificateRoutes({
@@ -46,7 +48,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...tokenRoutes(core.tokens),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
-    ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
+    ...acmeRoutes(acme, { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
     ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
     ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
     ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),
