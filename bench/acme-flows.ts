@@ -4,12 +4,16 @@
  * hsmca runs in its own process; this process plays N ACME accounts at once,
  * each looping over one whole flow: newOrder → authorization → http-01
  * answered by a local responder and validated by hsmca → poll until ready →
- * finalize → certificate download. Names resolve through pebble-challtestsrv
- * (every A query answers 127.0.0.1). Prints flows/s and flow latency p50/p99.
+ * finalize → certificate download, over HTTPS (the directory hsmca serves,
+ * trusting only its root, connections kept alive as ACME clients do). Names
+ * resolve through pebble-challtestsrv (every A query answers 127.0.0.1).
+ * Authorization reuse is off, so every flow includes a validation. Prints
+ * flows/s and flow latency p50/p99.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as path from 'node:path';
 import { FlattenedSign, calculateJwkThumbprint, exportJWK, generateKeyPair, JWK, KeyLike } from 'jose';
 import { startHsmca } from './hsmca';
@@ -19,6 +23,22 @@ import { percentileSorted, round } from './stats';
 const arg = (name: string, def: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? def;
 const SECONDS = Number(arg('seconds', '10'));
 const CONCURRENCY = arg('concurrency', '8,32').split(',').map(Number);
+
+/** One HTTPS request through a keep-alive agent that trusts hsmca's root only. */
+let agent: https.Agent;
+function request(url: string, o: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method: o.method ?? 'GET', headers: o.headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(o.body);
+  });
+}
+const headerOf = (h: http.IncomingHttpHeaders, name: string) => (h[name] as string | undefined) ?? null;
 
 class Account {
   kid?: string;
@@ -30,13 +50,13 @@ class Account {
   ) {}
 
   async post(url: string, payload: unknown): Promise<{ status: number; body: any; location: string | null }> {
-    if (!this.nonce) this.nonce = (await fetch(this.dir.newNonce, { method: 'HEAD' })).headers.get('replay-nonce')!;
+    if (!this.nonce) this.nonce = headerOf((await request(this.dir.newNonce, { method: 'HEAD' })).headers, 'replay-nonce')!;
     const header: Record<string, unknown> = { alg: 'ES256', nonce: this.nonce, url, ...(this.kid ? { kid: this.kid } : { jwk: this.jwk }) };
     const bytes = payload === '' ? new Uint8Array() : new TextEncoder().encode(JSON.stringify(payload));
     const body = JSON.stringify(await new FlattenedSign(bytes).setProtectedHeader(header as never).sign(this.key));
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/jose+json' }, body });
-    this.nonce = res.headers.get('replay-nonce') ?? undefined;
-    const text = await res.text();
+    const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/jose+json' }, body });
+    this.nonce = headerOf(res.headers, 'replay-nonce') ?? undefined;
+    const text = res.text;
     let parsed: unknown = text;
     try {
       parsed = JSON.parse(text);
@@ -44,7 +64,7 @@ class Account {
       /* the PEM chain */
     }
     if (res.status >= 400) throw new Error(`${url}: ${res.status} ${text.slice(0, 200)}`);
-    return { status: res.status, body: parsed, location: res.headers.get('location') };
+    return { status: res.status, body: parsed, location: headerOf(res.headers, 'location') };
   }
 }
 
@@ -73,8 +93,11 @@ async function main() {
   const httpPort = await freePort();
   await new Promise<void>((r) => responder.listen(httpPort, '127.0.0.1', () => r()));
   await sleep(300);
+  const httpsPort = await freePort();
   const ca = await startHsmca({
     env: {
+      HSMCA_HTTPS_PORT: String(httpsPort),
+      HSMCA_ACME_AUTHZ_REUSE_HOURS: '0',
       HSMCA_ACME_REQUIRE_EAB: 'false',
       HSMCA_ACME_ALLOWED_DOMAINS: '*.bench.test',
       HSMCA_ACME_ALLOW_PRIVATE_ADDRESSES: 'true',
@@ -87,16 +110,22 @@ async function main() {
     },
   });
   try {
-    const dir = (await (await fetch(`${ca.url}/acme/directory`)).json()) as Record<string, string>;
-    process.stdout.write(`ACME flows (newOrder → http-01 → finalize → download), ${SECONDS} s each, hsmca ${ca.url}\n`);
+    const root = ((await (await fetch(`${ca.url}/api/v1/ca`)).json()) as { root: string }).root;
+    agent = new https.Agent({ keepAlive: true, ca: root });
+    const directoryUrl = `https://127.0.0.1:${httpsPort}/acme/directory`;
+    const dir = JSON.parse((await request(directoryUrl)).text) as Record<string, string>;
+    process.stdout.write(`ACME flows over HTTPS (newOrder → http-01 → finalize → download), ${SECONDS} s each, ${directoryUrl}\n`);
     for (const n of CONCURRENCY) {
+      // the CSRs first (openssl blocks this process), then fresh connections: none sits idle past the server's keep-alive
+      const csrs = Array.from({ length: n }, (_, i) => csrFor(`c${n}-a${i}.bench.test`, keys));
+      agent.destroy();
+      agent = new https.Agent({ keepAlive: true, ca: root });
       const accounts = await Promise.all(
         Array.from({ length: n }, async (_, i) => {
           const { privateKey, publicKey } = await generateKeyPair('ES256');
           const a = new Account(dir, privateKey, await exportJWK(publicKey));
           a.kid = (await a.post(dir.newAccount, { termsOfServiceAgreed: true })).location!;
-          const name = `c${n}-a${i}.bench.test`;
-          return { a, name, csr: csrFor(name, keys), thumb: await calculateJwkThumbprint(a.jwk) };
+          return { a, name: `c${n}-a${i}.bench.test`, csr: csrs[i], thumb: await calculateJwkThumbprint(a.jwk) };
         }),
       );
       const latencies: number[] = [];
@@ -135,6 +164,7 @@ async function main() {
     }
   } finally {
     await ca.server.stop();
+    agent?.destroy();
     responder.close();
     challtest.kill('SIGTERM');
     fs.rmSync(keys, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { Core, CoreOptions, openCore } from './core';
 import { HttpsListener, listenHttps, plainHttpRoutes } from './http/https-listener';
 import { HttpListener, createRequestListener, listenHttp, serviceRoutes } from './http/listener';
 import { ServerTls } from './tls/server-tls';
+import type { AcmeServer } from './acme/acme-server';
 
 export type ServiceOptions = CoreOptions;
 
@@ -67,14 +68,18 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
     };
   let listener: HttpListener | undefined;
   let secure: HttpsListener | undefined;
+  let acme: AcmeServer | undefined;
   try {
     // built once: both listeners share the rate limits' buckets
-    const routes = [...readinessRoutes(readiness), ...serviceRoutes(core)];
+    const routes = [...readinessRoutes(readiness), ...serviceRoutes(core, { onAcme: (a) => (acme = a) })];
+    // validations a dead process left processing are taken over now and whenever another worker's lease runs out
+    acme?.validator.startResuming();
     listener = await listenHttp(core, draining(createRequestListener(core, plainHttpRoutes(core, routes))));
     if (tls) secure = await listenHttps(core, tls, draining(createRequestListener(core, routes)));
     await cluster.registry.register(os.hostname(), Number(new URL(listener.url).port));
   } catch (e) {
     await Promise.all([listener?.close(), secure?.close()]);
+    await acme?.validator.stop(0);
     await stopCore(core, jobs, cluster, false);
     throw e;
   }
@@ -87,7 +92,8 @@ export async function startService(config: Config, opts: ServiceOptions = {}): P
       readiness.beginStop();
       // the balancer sees /readyz fail and stops sending new requests here
       if (config.shutdownDelaySeconds > 0) await sleep(config.shutdownDelaySeconds * 1000);
-      const closed = Promise.all([plain.close(), secure?.close()]);
+      // ACME validations in flight get HSMCA_SHUTDOWN_GRACE_SECONDS, as requests do; none starts meanwhile
+      const closed = Promise.all([plain.close(), secure?.close(), acme?.validator.stop(config.shutdownGraceSeconds * 1000)]);
       // requests still running after the grace period lose their connections
       const grace = setTimeout(() => servers.forEach((s) => s?.closeAllConnections()), config.shutdownGraceSeconds * 1000);
       await closed;

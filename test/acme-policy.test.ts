@@ -1,7 +1,7 @@
 import { AcmeTestClient, createEab, requesterToken } from './helpers/acme-client';
 import { ChallTestSrv, startChallTestSrv } from './helpers/challtestsrv';
 import { makeCsr, writeTemp } from './helpers/csr';
-import { backends, run, startTestCa, TestCa } from './helpers/harness';
+import { backends, run, startTestCa, tempDir, TestCa } from './helpers/harness';
 import { loadConfig } from '../src/config';
 
 jest.setTimeout(120_000);
@@ -191,6 +191,58 @@ describe.each(backends({ pkcs11: false }).slice(0, 1))('HSMCA_ACME_AUTHZ_REUSE_H
     } finally {
       await ca.stop();
       await dns.stop();
+    }
+  });
+});
+
+describe.each(backends({ pkcs11: false }))('External Account Binding keys ($name)', (backend) => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa(backend);
+    await requesterToken(ca, 'eab-web', { names: ['*.acme.test'] });
+  });
+  afterAll(async () => ca?.stop());
+
+  it('erases the HMAC key in the binding, and binds one account only', async () => {
+    const [kid, hmac] = await createEab(ca, 'eab-web');
+    const row = () => ca.svc.core.db.knex('acme_eab_keys').where({ kid }).first();
+    expect((await row()).hmac_key).toBe(hmac);
+    const c = await AcmeTestClient.open(ca);
+    expect((await c.newAccount({ externalAccountBinding: await c.eab(kid, hmac) })).status).toBe(201);
+    const bound = await row();
+    expect(bound.hmac_key).toBe('');
+    expect(bound.account_id).toBe(c.kid!.split('/').pop());
+    // neither the old HMAC nor an empty one binds a second account
+    for (const key of [hmac, '']) {
+      const other = await AcmeTestClient.open(ca);
+      const r = await other.newAccount({ externalAccountBinding: await other.eab(kid, key) });
+      expect(r.status).toBe(403);
+      expect(r.body.type).toBe(`${PROBLEM}unauthorized`);
+    }
+  });
+});
+
+describe('migration 009', () => {
+  it('erases the HMAC keys of already bound EAB keys, keeps unbound ones, and links every authorization to its order', async () => {
+    const { default: knexFactory } = await import('knex');
+    const { migrationSource } = await import('../migrations');
+    const dir = tempDir();
+    const knex = knexFactory({ client: 'better-sqlite3', connection: { filename: `${dir}/m.db` }, useNullAsDefault: true });
+    try {
+      while (!(await knex.migrate.list({ migrationSource }))[0].some((m: { name: string } | string) => (typeof m === 'string' ? m : m.name) === '008_acme')) await knex.migrate.up({ migrationSource });
+      await knex('acme_eab_keys').insert([
+        { kid: 'bound', hmac_key: 'c2VjcmV0', token_id: 't', created_at: 1, account_id: 'a1' },
+        { kid: 'free', hmac_key: 'c2VjcmV0Mg', token_id: 't', created_at: 1, account_id: null },
+      ]);
+      await knex('acme_authorizations').insert({ id: 'z1', order_id: 'o1', account_id: 'a1', identifier_type: 'dns', identifier_value: 'x.test', wildcard: false, status: 'valid', expires_at: 9 });
+      await knex.migrate.latest({ migrationSource });
+      expect(await knex('acme_eab_keys').orderBy('kid').select('kid', 'hmac_key')).toEqual([
+        { kid: 'bound', hmac_key: '' },
+        { kid: 'free', hmac_key: 'c2VjcmV0Mg' },
+      ]);
+      expect(await knex('acme_order_authorizations').select('order_id', 'authz_id')).toEqual([{ order_id: 'o1', authz_id: 'z1' }]);
+    } finally {
+      await knex.destroy();
     }
   });
 });

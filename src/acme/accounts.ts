@@ -61,7 +61,8 @@ export class AcmeAccounts {
     if (p.externalAccountBinding !== undefined) {
       eabKid = await verifyEabBinding(p.externalAccountBinding, jwk, urls.newAccount, async (kid) => {
         const k = await store.getEabKey(kid);
-        return k && !k.accountId ? Buffer.from(k.hmacKey, 'base64url') : undefined;
+        // a bound key's HMAC is erased (an empty key would verify an empty MAC): bound keys verify nothing
+        return k && !k.accountId && k.hmacKey ? Buffer.from(k.hmacKey, 'base64url') : undefined;
       });
       const key = (await store.getEabKey(eabKid))!;
       const token = await this.deps.tokens.get(key.tokenId);

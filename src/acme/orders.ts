@@ -184,6 +184,7 @@ export class AcmeOrders {
     if (r.payload !== undefined && c.status === 'pending') {
       if (a.status !== 'pending') throw new AcmeProblem('malformed', `the authorization is ${a.status}`);
       if (a.expiresAt <= clock.now()) throw new AcmeProblem('malformed', 'the authorization expired');
+      if (!this.deps.validator.accepting) throw new AcmeProblem('serverInternal', 'this server is stopping and takes no new validation; retry in a moment', { status: 503, headers: { 'Retry-After': '1' } });
       const limit = config.failedValidationsPerAccountPerHour;
       if (limit > 0 && (await store.failedValidationsSince(account.id, new Date(clock.now().getTime() - HOUR_MS))) >= limit) {
         throw new AcmeProblem('rateLimited', `at most ${limit} failed validations an hour per account`, { headers: { 'Retry-After': '3600' } });

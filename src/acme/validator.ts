@@ -10,6 +10,9 @@ import { validateHttp01 } from './validation/http-01';
 import { validateTlsAlpn01 } from './validation/tls-alpn-01';
 
 const RETRY_DELAY_MS = 1_000;
+/** beyond the attempt timeout: the retry pause and the deadline's slack */
+const LEASE_MARGIN_MS = 5_000;
+const RESUME_INTERVAL_MS = 5_000;
 
 /**
  * Runs a challenge's validation after the client asked for it (RFC 8555
@@ -22,9 +25,27 @@ const RETRY_DELAY_MS = 1_000;
 export class Validator {
   readonly guard: AddressGuard;
   private readonly running = new Set<Promise<void>>();
+  /** a graceful stop began: no new validation starts */
+  private stopping = false;
+  /** the grace ran out: validations still running write nothing; they stay "processing" for another worker or the next start */
+  private abandoned = false;
+  private resumeTimer?: NodeJS.Timeout;
 
   constructor(private readonly deps: { store: AcmeStore; clock: Clock; log: Logger; audit: AuditLog; config: AcmeConfig }) {
     this.guard = new AddressGuard(deps.config);
+  }
+
+  /**
+   * How long a processing challenge may go untouched before another worker
+   * takes it over: a running validation touches it before every attempt,
+   * and an attempt lasts at most the timeout (plus the retry pause).
+   */
+  get leaseMs(): number {
+    return this.deps.config.validationTimeoutSeconds * 1000 + LEASE_MARGIN_MS;
+  }
+
+  get accepting(): boolean {
+    return !this.stopping;
   }
 
   start(c: ChallengeRecord, authz: AuthzRecord, keyAuthorization: string): void {
@@ -33,7 +54,55 @@ export class Validator {
     void p.finally(() => this.running.delete(p));
   }
 
-  /** waits for validations in flight (a stopping service) */
+  /**
+   * Resumes validations that a dead process (or one stopped past its grace)
+   * left "processing": at once, then every `intervalMs`, on every worker;
+   * a conditional update lets exactly one of them take each over.
+   */
+  startResuming(intervalMs = RESUME_INTERVAL_MS): void {
+    const sweep = () => this.resumeOrphans().catch((e) => this.deps.log.error('ACME validation resume failed', { error: (e as Error).message }));
+    void sweep();
+    this.resumeTimer = setInterval(sweep, intervalMs);
+    this.resumeTimer.unref();
+  }
+
+  async resumeOrphans(): Promise<number> {
+    if (this.stopping) return 0;
+    const { store, clock, log } = this.deps;
+    const now = clock.now();
+    let n = 0;
+    for (const c of await store.orphanedChallenges(new Date(now.getTime() - this.leaseMs), 100)) {
+      if (this.stopping) break;
+      if (!(await store.claimChallenge(c.id, c.updatedAt, now))) continue;
+      const authz = await store.authzById(c.authzId);
+      const account = await store.accountById(c.accountId);
+      if (!authz || !account) continue;
+      log.info('resuming an ACME validation left processing', { challenge: c.id, type: c.type, identifier: authz.identifier.value });
+      this.start(c, authz, `${c.token}.${account.thumbprint}`);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * A graceful stop (HSMCA_SHUTDOWN_GRACE_SECONDS): no new validation starts,
+   * those in flight get `graceMs` to finish; any still running then is left
+   * "processing", to be resumed by another worker or at the next start.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    if (this.resumeTimer) clearInterval(this.resumeTimer);
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+    await Promise.race([Promise.allSettled([...this.running]), grace]);
+    clearTimeout(timer);
+    if (this.running.size > 0) {
+      this.abandoned = true;
+      this.deps.log.warn('ACME validations still running at the end of the grace are left for another worker or the next start', { count: this.running.size });
+    }
+  }
+
+  /** waits for validations in flight */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.running]);
   }
@@ -63,6 +132,9 @@ export class Validator {
     const { store, clock, audit } = this.deps;
     let problem: AcmeProblem | undefined;
     for (let i = 1; i <= this.deps.config.validationAttempts; i++) {
+      if (this.abandoned) return;
+      // alive: no other worker takes this validation over while it runs
+      await store.touchChallenge(c.id, clock.now());
       try {
         await this.attempt(c, authz, keyAuthorization);
         problem = undefined;
@@ -72,6 +144,8 @@ export class Validator {
         if (i < this.deps.config.validationAttempts) await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
       }
     }
+    // past the grace of a stop: the result is not written; the challenge stays processing and is validated again
+    if (this.abandoned) return;
     const now = clock.now();
     const details = { account: c.accountId, challenge: c.id, type: c.type, identifier: authz.identifier };
     if (!problem) {

@@ -6,7 +6,7 @@ import { StartupError } from '../errors';
 import { IssuanceRateLimit } from './rate-limit';
 import { Route } from './route';
 import { createRouter } from './router';
-import { openAcmeServer } from '../acme/acme-server';
+import { AcmeServer, openAcmeServer } from '../acme/acme-server';
 import { acmeRoutes } from './routes/acme';
 import { auditRoutes } from './routes/audit';
 import { blockedKeyRoutes } from './routes/blocked-keys';
@@ -26,7 +26,7 @@ import { isLoopbackHost } from '../tls/tls-settings';
 import { quorumRoutes } from './routes/quorum';
 
 /** The service's whole route table: every route of contract section 3 and the status routes. */
-export function serviceRoutes(core: Core): Route[] {
+export function serviceRoutes(core: Core, opts: { onAcme?: (acme: AcmeServer) => void } = {}): Route[] {
   // Each worker process of each instance (HSMCA_INSTANCES) keeps its own buckets; connections are
   // spread evenly over them, so each gets its share of the configured limit (docs/configuration.md).
   const shares = core.config.workers * core.config.instances;
@@ -34,6 +34,8 @@ export function serviceRoutes(core: Core): Route[] {
     perToken: Math.ceil(core.config.issueRatePerToken / shares),
     perAddress: Math.ceil(core.config.issueRatePerAddress / shares),
   });
+  const acme = openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) });
+  opts.onAcme?.(acme);
   return [
     ...ocspRoutes(core.ocsp, core.metrics),
     ...certificateRoutes({
@@ -49,7 +51,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...tokenRoutes(core.tokens, core.quorum),
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
-    ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
+    ...acmeRoutes(acme, { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
     ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
     ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
     ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),

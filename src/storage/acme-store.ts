@@ -164,13 +164,14 @@ export class AcmeStore {
 
   // --- accounts
 
-  /** Inserts the account, binding its EAB key in the same transaction; false when the key already bound another account. */
+  /** Inserts the account, binding its EAB key (and erasing its HMAC) in the same transaction; 'eabUsed' when the key already bound another account. */
   createAccount(a: AccountRecord, ip: string | undefined): Promise<'created' | 'eabUsed' | 'keyExists'> {
     return guarded(() =>
       this.knex.transaction(async (trx) => {
         if (await trx('acme_accounts').where({ thumbprint: a.thumbprint }).first()) return 'keyExists' as const;
         if (a.eabKid) {
-          const n = await trx('acme_eab_keys').where({ kid: a.eabKid }).whereNull('account_id').update({ account_id: a.id });
+          // bound once, and the HMAC key erased: it has done its one job, and a copy of the database cannot bind another account
+          const n = await trx('acme_eab_keys').where({ kid: a.eabKid }).whereNull('account_id').update({ account_id: a.id, hmac_key: '' });
           if (n !== 1) return 'eabUsed' as const;
         }
         await trx('acme_accounts').insert({
@@ -385,6 +386,26 @@ export class AcmeStore {
     if (to === 'valid') row.validated_at = now.getTime();
     if (error !== undefined) row.error = json(error);
     return guarded(async () => (await this.knex('acme_challenges').where({ id }).whereIn('status', from).update(row)) === 1);
+  }
+
+  /** a validation in progress says it is alive: a processing challenge left untouched longer than a lease has lost its worker */
+  touchChallenge(id: string, now: Date): Promise<boolean> {
+    return guarded(async () => (await this.knex('acme_challenges').where({ id, status: 'processing' }).update({ updated_at: now.getTime() })) === 1);
+  }
+
+  /** processing challenges whose worker stopped touching them before `staleBefore` (a process that died, or stopped past its grace) */
+  orphanedChallenges(staleBefore: Date, limit: number): Promise<(ChallengeRecord & { updatedAt: Date })[]> {
+    return guarded(async () =>
+      (await this.knex('acme_challenges').where({ status: 'processing' }).andWhere('updated_at', '<', staleBefore.getTime()).orderBy('updated_at').limit(limit)).map((r: Record<string, unknown>) => ({
+        ...challenge(r),
+        updatedAt: date(r.updated_at),
+      })),
+    );
+  }
+
+  /** takes over an orphaned validation: true for exactly one of the workers that try (the row must be as it was seen) */
+  claimChallenge(id: string, seenUpdatedAt: Date, now: Date): Promise<boolean> {
+    return guarded(async () => (await this.knex('acme_challenges').where({ id, status: 'processing', updated_at: seenUpdatedAt.getTime() }).update({ updated_at: now.getTime() })) === 1);
   }
 
   failedValidationsSince(accountId: string, since: Date): Promise<number> {
