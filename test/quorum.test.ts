@@ -13,6 +13,9 @@ import { BIN, startServer, stopServer } from './helpers/server-process';
  */
 const databases: ('sqlite' | 'postgres')[] = postgresUrl() ? ['sqlite', 'postgres'] : ['sqlite'];
 
+// several hsmca processes per test (CLI runs start in a second or more each), on a shared machine
+jest.setTimeout(240_000);
+
 describe.each(databases)('quorum on %s', (database) => {
   const dir = tempDir();
   const adminToken = randomBytes(32).toString('hex');

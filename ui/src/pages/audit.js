@@ -9,6 +9,8 @@ const TYPES = [
   'authenticationFailed', 'authenticationFailures', 'issuanceRefused', 'lintFailed', 'weakKeyRefused', 'blockedKeyRefused', 'keyBlocked',
   'auditCheckpoint', 'acmeEabKeyCreated', 'acmeEabKeyRevoked', 'acmeAccountCreated', 'acmeAccountUpdated', 'acmeOrderCreated',
   'acmeValidationSucceeded', 'acmeValidationFailed', 'acmeOrderFinalized', 'acmeOrderRefused',
+  'quorumRequested', 'quorumApproved', 'quorumRefused', 'quorumExecuted', 'quorumApproverAdded', 'quorumApproverRemoved',
+  'backupCreated', 'backupRestored',
 ];
 
 /** A datetime-local value (read as UTC) as ISO 8601. */
