@@ -43,6 +43,10 @@ export function openAcmeServer(core: Core, opts: { issueLimit?: (ip: string | un
     revocation: core.revocation,
     hierarchy: core.hierarchy,
     links: core.links,
+    issuerOf: (id) => {
+      const i = core.issuers.byId(id);
+      return i && { certificate: i.identity.certificate, caIssuersUrl: i.links.caIssuersUrl };
+    },
     audit,
     urls,
     accounts,

@@ -47,7 +47,7 @@ export function serviceRoutes(core: Core): Route[] {
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
     ...acmeRoutes(openAcmeServer(core, { issueLimit: (ip, tokenId) => issueLimit.take(ip, tokenId) }), { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
-    ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
+    ...consoleRoutes({ hierarchy: core.hierarchy, issuerOf: (id) => core.issuers.byId(id)?.identity, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
     ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
     ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),
   ];
