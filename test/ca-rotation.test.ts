@@ -254,6 +254,11 @@ describe.each(backends())('CA rotation ($name)', (backend) => {
     // without a nonce (the pre-signed path) too
     const cached = await ocsp(files.issuer1, files.root1, '-no_nonce', '-cert', a.file);
     expect(cached.out).toMatch(new RegExp(`${a.file}: good`));
+    // the console's status of a certificate asks OCSP with the certificate's own issuer
+    for (const [leaf, status] of [[a, 'good'], [ar, 'revoked'], [b, 'good'], [br, 'revoked']] as const) {
+      const d = await ca.api('GET', `/api/v1/certificates/${leaf.serial}/details`);
+      expect([d.status, d.body.ocsp.status]).toEqual([200, status]);
+    }
     // a serial of issuer 1 asked of issuer 2 is not issuer 2's
     const cross = await ocsp(files.issuer2, files.root1, '-serial', `0x${a.serial}`);
     expect(cross.out).toMatch(/Response verify OK/);

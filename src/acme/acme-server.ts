@@ -43,6 +43,10 @@ export function openAcmeServer(core: Core, opts: { issueLimit?: (ip: string | un
     revocation: core.revocation,
     hierarchy: core.hierarchy,
     links: core.links,
+    issuerOf: (id) => {
+      const i = core.issuers.byId(id);
+      return i && { certificate: i.identity.certificate, caIssuersUrl: i.links.caIssuersUrl };
+    },
     audit,
     urls,
     accounts,
@@ -58,7 +62,7 @@ export function openAcmeServer(core: Core, opts: { issueLimit?: (ip: string | un
     certificates,
     validator,
     changeKey: (r) => changeKey(r, { store, urls, audit }),
-    renewalInfo: (id) => renewalInfo(id, { issuerKeyId: core.hierarchy.issuing.keyId, certificates: core.certificates, clock }),
+    renewalInfo: (id) => renewalInfo(id, { issuerKeyId: core.issuers.all().map((i) => i.identity.keyId), certificates: core.certificates, clock }),
     /** RFC 8555 7.1.1 */
     directory: () => ({
       newNonce: urls.newNonce,

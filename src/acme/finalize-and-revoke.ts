@@ -41,6 +41,8 @@ export class AcmeCertificates {
       revocation: RevocationService;
       hierarchy: CaHierarchy;
       links: CaLinks;
+      /** a certificate's own issuing CA when there are several (issue 17): its certificate and CA issuers URL */
+      issuerOf?: (issuerId: number) => { certificate: Buffer; caIssuersUrl: string } | undefined;
       audit: AuditLog;
       urls: AcmeUrls;
       accounts: AcmeAccounts;
@@ -106,8 +108,9 @@ export class AcmeCertificates {
     if (o.status !== 'valid' || !o.certificateSerial) throw new AcmeProblem('malformed', 'the order has no certificate', { status: 404 });
     const rec = await this.deps.certificates.get(o.certificateSerial);
     if (!rec) throw new AcmeProblem('malformed', 'the certificate is gone', { status: 404 });
-    const chain = der.pemEncode('CERTIFICATE', rec.der) + der.pemEncode('CERTIFICATE', this.deps.hierarchy.issuing.certificate);
-    return { status: 200, raw: { type: 'application/pem-certificate-chain', data: Buffer.from(chain) }, headers: { Link: `<${this.deps.links.caIssuersUrl}>;rel="up"` } };
+    const issuer = this.deps.issuerOf?.(rec.issuerId) ?? { certificate: this.deps.hierarchy.issuing.certificate, caIssuersUrl: this.deps.links.caIssuersUrl };
+    const chain = der.pemEncode('CERTIFICATE', rec.der) + der.pemEncode('CERTIFICATE', issuer.certificate);
+    return { status: 200, raw: { type: 'application/pem-certificate-chain', data: Buffer.from(chain) }, headers: { Link: `<${issuer.caIssuersUrl}>;rel="up"` } };
   }
 
   /**

@@ -20,10 +20,11 @@ export function renewalId(issuerKeyId: Buffer, serialHex: string): string {
  * thirds to five sixths), which leaves a sixth for retries; a revoked one's
  * window is already open, so clients replace it at once.
  */
-export async function renewalInfo(id: string, d: { issuerKeyId: Buffer; certificates: CertificateStore; clock: Clock }): Promise<AcmeReply> {
+export async function renewalInfo(id: string, d: { /** every issuing CA's key id (several after a rotation) */ issuerKeyId: Buffer | Buffer[]; certificates: CertificateStore; clock: Clock }): Promise<AcmeReply> {
   const m = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(id);
   if (!m) throw new AcmeProblem('malformed', 'a renewalInfo id is base64url(authority key id) "." base64url(serial number)');
-  if (!Buffer.from(m[1], 'base64url').equals(d.issuerKeyId)) throw new AcmeProblem('malformed', 'this CA did not issue that certificate', { status: 404 });
+  const aki = Buffer.from(m[1], 'base64url');
+  if (!(Array.isArray(d.issuerKeyId) ? d.issuerKeyId : [d.issuerKeyId]).some((k) => aki.equals(k))) throw new AcmeProblem('malformed', 'this CA did not issue that certificate', { status: 404 });
   const serial = normalizeSerial(Buffer.from(m[2], 'base64url').toString('hex') || 'x');
   const rec = serial && (await d.certificates.get(serial));
   if (!rec) throw new AcmeProblem('malformed', 'this CA did not issue that certificate', { status: 404 });

@@ -52,7 +52,7 @@ export function serviceRoutes(core: Core, opts: { onAcme?: (acme: AcmeServer) =>
     ...auditRoutes(core.audit),
     ...blockedKeyRoutes(core.blockedKeys),
     ...acmeRoutes(acme, { log: core.log, maxBodyBytes: core.config.maxBodyBytes }),
-    ...consoleRoutes({ hierarchy: core.hierarchy, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
+    ...consoleRoutes({ hierarchy: core.hierarchy, issuerOf: (id) => core.issuers.byId(id)?.identity, hsm: core.hsm, crls: core.crls, responders: core.responders, ocsp: core.ocsp, store: core.certificates, stats: new CertificateStats(core.db, () => core.clock.now()) }),
     ...acmeAdminRoutes({ admin: new AcmeAdminStore(core.db), acme: new AcmeStore(core.db), tokens: core.tokenStore, audit: core.audit, clock: core.clock }),
     ...uiRoutes({ httpsUiUrl: consoleHttpsUrl(core) }),
     ...quorumRoutes(core.quorum),

@@ -212,6 +212,9 @@ export class SoftHsm implements Hsm, KeyBackup {
   async generateKey(label: string, algorithm: KeyAlgorithm): Promise<KeyInfo> {
     this.ensureOpen();
     if (!label || label.length > 128) throw new HsmError('hsmError', 'a key label must be 1 to 128 characters');
+    // Keys another process stored since (a ceremony run by the hsmca command beside the service):
+    // adopted first, so the store written below keeps them and a label they took is seen as taken.
+    await this.refresh();
     if (this.keys.has(label)) throw new HsmError('keyExists', `a key labelled "${label}" already exists`);
     if (this.readOnly) throw new HsmError('readOnly', `the software HSM store ${this.opts.storePath} is read-only: no new key "${label}"`);
     const info = keyAlgorithmInfo(algorithm);

@@ -18,6 +18,8 @@ import { ADMIN, ANY_ROLE, Route, principalOf } from '../route';
 
 export interface ConsoleRoutesDeps {
   hierarchy: CaHierarchy;
+  /** a certificate's own issuing CA when there are several (issue 17); absent: the hierarchy's */
+  issuerOf?: (issuerId: number) => CaHierarchy['issuing'] | undefined;
   hsm: Hsm;
   crls: CrlService;
   responders: ResponderCertificateManager;
@@ -202,7 +204,7 @@ export function consoleRoutes(d: ConsoleRoutesDeps): Route[] {
       access: ANY_ROLE,
       async handle(ctx) {
         const rec = await visibleCertificate(d.store, principalOf(ctx), ctx.params.serial);
-        sendJson(ctx.res, 200, { ...describe(rec.der), profile: rec.profile, ocsp: await ocspStatus(d.ocsp, d.hierarchy.issuing, rec.serial) });
+        sendJson(ctx.res, 200, { ...describe(rec.der), profile: rec.profile, ocsp: await ocspStatus(d.ocsp, d.issuerOf?.(rec.issuerId) ?? d.hierarchy.issuing, rec.serial) });
       },
     },
   ];
