@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
  * - acme_authorizations.validated_at, and acme_order_authorizations: one valid
  *   authorization may serve several orders of its account (authorization reuse);
  *   every existing authorization belongs to the order that made it.
+ * - an index for the sweep that resumes validations left "processing".
  * - External Account Binding HMAC keys are secrets needed only until they bind an
  *   account: those already bound are erased here (src/storage/acme-store.ts erases
  *   each new one in the binding transaction).
@@ -29,10 +30,17 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('acme_authorizations', (t) => {
     t.index(['account_id', 'identifier_value', 'status'], 'acme_authorizations_reuse_index');
   });
+  // the sweep for validations a dead process left processing (every few seconds, on every worker)
+  await knex.schema.alterTable('acme_challenges', (t) => {
+    t.index(['status', 'updated_at'], 'acme_challenges_orphan_index');
+  });
   await knex('acme_eab_keys').whereNotNull('account_id').update({ hmac_key: '' });
 }
 
 export async function down(knex: Knex): Promise<void> {
+  await knex.schema.alterTable('acme_challenges', (t) => {
+    t.dropIndex(['status', 'updated_at'], 'acme_challenges_orphan_index');
+  });
   await knex.schema.alterTable('acme_authorizations', (t) => {
     t.dropIndex(['account_id', 'identifier_value', 'status'], 'acme_authorizations_reuse_index');
   });
