@@ -21,8 +21,21 @@ interface Bound {
   unwrapKey: (s: bigint, mech: unknown, key: bigint, wrapped: Buffer, len: number, tmpl: Buffer, n: number, out: bigint[]) => number;
 }
 
-const CK_ATTRIBUTE = koffi.struct('hsmca_CK_ATTRIBUTE', { type: 'unsigned long', pValue: 'void *', ulValueLen: 'unsigned long' });
-const CK_MECHANISM = koffi.struct('hsmca_CK_MECHANISM', { mechanism: 'unsigned long', pParameter: 'void *', ulParameterLen: 'unsigned long' });
+/**
+ * koffi keeps its type names in the native addon, once per process: where this
+ * module is evaluated again in the same process (a test runner's fresh module
+ * registry), the names are there already and are used as they are.
+ */
+function namedStruct(name: string, def: Record<string, string>): string {
+  try {
+    koffi.struct(name, def);
+  } catch (e) {
+    if (!/Duplicate type name/.test((e as Error).message)) throw e;
+  }
+  return name;
+}
+const CK_ATTRIBUTE = namedStruct('hsmca_CK_ATTRIBUTE', { type: 'unsigned long', pValue: 'void *', ulValueLen: 'unsigned long' });
+namedStruct('hsmca_CK_MECHANISM', { mechanism: 'unsigned long', pParameter: 'void *', ulParameterLen: 'unsigned long' });
 const ATTR_SIZE = koffi.sizeof(CK_ATTRIBUTE);
 const ULONG = koffi.sizeof('unsigned long');
 const bound = new Map<string, Bound>();
