@@ -1,6 +1,7 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createPrivateKey, sign as cryptoSign, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { freePort, freshPostgres, postgresUrl, run, tempDir } from './helpers/harness';
 import { BIN, startServer, stopServer } from './helpers/server-process';
@@ -38,15 +39,24 @@ describe.each(databases)('quorum on %s', (database) => {
       c.stderr.on('data', (d) => (err += d));
       c.on('exit', (status) => resolve({ status, out, err }));
     });
-  const api = async (method: string, p: string, body?: unknown, token: string | null = adminToken) => {
-    const r = await fetch(url + p, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
+  // A connection per request (agent: false): the hsmca commands below run synchronously and block this
+  // event loop for seconds, so a kept-alive connection could be closed by the server unseen and fail the next request.
+  const api = (method: string, p: string, body?: unknown, token: string | null = adminToken) =>
+    new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const data = body ? JSON.stringify(body) : undefined;
+      const req = http.request(
+        url + p,
+        { method, agent: false, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(data ? { 'content-type': 'application/json' } : {}) } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined }));
+        },
+      );
+      req.on('error', reject);
+      req.end(data);
     });
-    const text = await r.text();
-    return { status: r.status, body: text ? JSON.parse(text) : undefined };
-  };
   const requestIdOf = (text: string) => text.match(/quorum request ([0-9a-f]{24})/)![1];
   /** An approver's signature over a request's signingInput, as an approver signing offline would make it. */
   const signFor = (who: string, signingInput: string) => {
