@@ -1,6 +1,8 @@
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
 import { AuditLog } from '../src/audit/audit-log';
+import { PG_AUDIT_LOCK } from '../src/audit/chain';
 import { verifyAuditChain } from '../src/audit/verify';
 import { systemClock } from '../src/clock';
 import { CaError } from '../src/errors';
@@ -190,6 +192,116 @@ describePg('PostgreSQL group commit', () => {
     } finally {
       await other.close();
     }
+  });
+
+  /** Issues `n` certificates concurrently; the serials acknowledged (their complete() resolved) and the outcomes. */
+  async function issueMany(n: number, during?: () => Promise<void>): Promise<{ acked: string[]; failed: unknown[] }> {
+    const serials = Array.from({ length: n }, serial);
+    const all = Promise.allSettled(serials.map(issue));
+    await during?.();
+    const outcomes = await all;
+    return {
+      acked: serials.filter((_, i) => outcomes[i].status === 'fulfilled'),
+      failed: outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason] : [])),
+    };
+  }
+
+  async function expectStored(acked: string[]): Promise<void> {
+    for (const s of acked) expect((await store.get(s))?.der.toString()).toBe(`der of ${s}`);
+    if (acked.length) expect(await db.knex('audit_events').whereIn('subject', acked).count<{ n: number }[]>({ n: '*' })).toEqual([{ n: acked.length }]);
+  }
+
+  /** Another session of the server, as an operator's or a restart's would be. */
+  async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+    const c = new Client({ connectionString: pg.url });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  }
+  const terminateOthers = (c: Client) => c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+
+  it('connections terminated in the middle of concurrent issuances: the writes in flight fail or commit, later issuances succeed without a restart', async () => {
+    await issue(serial()); // the writer knows the head: the one-round-trip path is in use
+    const acked: string[] = [];
+    let failures = 0;
+    for (let round = 0; round < 5; round++) {
+      const r = await issueMany(150, async () => {
+        // let some groups be on their way, then cut every connection of this database
+        await new Promise((res) => setTimeout(res, 5 + round * 10));
+        await admin(terminateOthers);
+      });
+      acked.push(...r.acked);
+      failures += r.failed.length;
+      for (const e of r.failed) expect(e).toBeInstanceOf(CaError);
+    }
+    // every round after a cut works in full, on new connections
+    for (let round = 0; round < 3; round++) {
+      const after = await issueMany(100);
+      expect(after.failed).toEqual([]);
+      acked.push(...after.acked);
+    }
+    expect(failures).toBeLessThan(750);
+    await expectStored(acked);
+    expect((await verifyAuditChain(db)).ok).toBe(true);
+  });
+
+  it('connections that the server ends while idle (idle_session_timeout) are replaced: the next issuances succeed', async () => {
+    await issue(serial());
+    await admin((c) => c.query(`ALTER DATABASE ${new URL(pg.url).pathname.slice(1)} SET idle_session_timeout = '300ms'`));
+    try {
+      // the pools' connections predate the setting: cut them so the new ones carry it
+      await admin(terminateOthers);
+      const acked: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        const r = await issueMany(60);
+        acked.push(...r.acked);
+        // every connection of both pools sits idle past the timeout, and the server ends it
+        await new Promise((res) => setTimeout(res, 800));
+      }
+      const last = await issueMany(60);
+      expect(last.failed).toEqual([]);
+      acked.push(...last.acked);
+      await expectStored(acked);
+      expect((await verifyAuditChain(db)).ok).toBe(true);
+    } finally {
+      await admin((c) => c.query(`ALTER DATABASE ${new URL(pg.url).pathname.slice(1)} RESET idle_session_timeout`));
+      await admin(terminateOthers);
+    }
+  });
+
+  it('a group whose transaction fails with a non-row error (cancelled while it waits for the chain lock) fails its writes only; the next groups commit', async () => {
+    await issue(serial());
+    const acked: string[] = [];
+    const failed = await admin(async (c) => {
+      // hold the audit chain's lock so that the next group waits on it, then cancel the waiting statement
+      await c.query('BEGIN');
+      await c.query(`SELECT pg_advisory_xact_lock((${PG_AUDIT_LOCK})::bigint)`);
+      const serials = Array.from({ length: 40 }, serial);
+      const all = Promise.allSettled(serials.map(issue));
+      // twice: a cancelled one-round-trip group is written again on the exact path, which waits in turn
+      for (let cancel = 0; cancel < 2; cancel++) {
+        let waiting = 0;
+        for (let i = 0; i < 300 && waiting === 0; i++) {
+          await new Promise((res) => setTimeout(res, 10));
+          waiting = (await c.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rows[0].n;
+        }
+        expect(waiting).toBeGreaterThan(0);
+        await c.query(`SELECT pg_cancel_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`);
+      }
+      await c.query('COMMIT');
+      const outcomes = await all;
+      acked.push(...serials.filter((_, i) => outcomes[i].status === 'fulfilled'));
+      return outcomes.filter((o) => o.status === 'rejected').map((o) => (o as PromiseRejectedResult).reason);
+    });
+    expect(failed.length).toBeGreaterThan(0);
+    for (const e of failed) expect((e as CaError).code).toBe('databaseUnavailable');
+    const after = await issueMany(100);
+    expect(after.failed).toEqual([]);
+    await expectStored([...acked, ...after.acked]);
+    expect((await verifyAuditChain(db)).ok).toBe(true);
   });
 
   it('an unreachable database fails the group with a clear storage error', async () => {

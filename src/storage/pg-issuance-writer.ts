@@ -109,6 +109,14 @@ export class PgIssuanceWriter {
   private async withClient<R>(fn: (c: PoolClient) => Promise<R>): Promise<R> {
     const c = await this.pool.connect();
     let broken: Error | undefined;
+    // A connection that drops while checked out (a terminated backend, a
+    // server restart) emits 'error' besides failing its query; the pool
+    // listens only to idle connections, and an 'error' nobody listens to
+    // would end the process.
+    const onError = (e: Error) => {
+      broken ??= e;
+    };
+    c.on('error', onError);
     try {
       return await fn(c);
     } catch (e) {
@@ -116,6 +124,7 @@ export class PgIssuanceWriter {
       broken = e as Error;
       throw e;
     } finally {
+      c.removeListener('error', onError);
       c.release(broken);
     }
   }
