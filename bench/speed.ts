@@ -57,13 +57,14 @@ const results: Record<string, unknown> = { started: new Date().toISOString(), se
 // ------------------------------------------------------------------ load and CPU
 
 /** Runs `fn` (one load run answering `n` requests) and adds its rate and the server's CPU µs per answer to `fig`. */
-async function measured(fig: Figure, pid: number, fn: () => Promise<{ ok: number; seconds: number; errors: number }>): Promise<void> {
+async function measured(fig: Figure, pid: number, fn: () => Promise<{ ok: number; seconds: number; errors: number }>): Promise<{ ok: number; seconds: number; errors: number }> {
   const a = cpuSnapshot(pid);
   const r = await fn();
   const use = cpuUse(a, cpuSnapshot(pid));
   if (r.ok > 0) fig.rps.push(r.ok / r.seconds);
   if (use?.serverSeconds !== undefined && r.ok > 0) fig.cpuUs.push((use.serverSeconds * 1e6) / r.ok);
   fig.errors += r.errors;
+  return r;
 }
 
 function autocannon(lg: LoadGenerator, spec: LoadSpec) {
@@ -98,6 +99,15 @@ function ab(url: string, c: number, post?: { file: string }) {
   };
 }
 
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 const newFigure = (): Figure => ({ rps: [], cpuUs: [], errors: 0 });
 
 /** Measures each target in turn, round by round, so that noise falls on each alike. */
@@ -114,9 +124,12 @@ async function interleaved(targets: Record<string, Target>): Promise<Row> {
   for (let round = 0; round < ROUNDS; round++) {
     for (const [k, t] of Object.entries(targets)) {
       await t.before?.();
-      await measured(row[k], typeof t.pid === 'function' ? t.pid() : t.pid, t.run);
+      const pid = typeof t.pid === 'function' ? t.pid() : t.pid;
+      const r = await measured(row[k], pid, t.run);
       const f = row[k];
-      log(`  ${k}: ${Math.round(f.rps[f.rps.length - 1])}/s, ${Math.round(f.cpuUs[f.cpuUs.length - 1] ?? NaN)} µs CPU per answer`);
+      // a run with no good answer adds no figure: say so (and whether the server still runs), rather than repeat the last figure
+      if (r.ok === 0) log(`  ${k}: NO ANSWERS in ${r.seconds.toFixed(1)} s (${r.errors} errors; requests still unanswered at the end are not counted); process ${alive(pid) ? 'running' : 'gone'}`);
+      else log(`  ${k}: ${Math.round(f.rps[f.rps.length - 1])}/s, ${Math.round(f.cpuUs[f.cpuUs.length - 1] ?? NaN)} µs CPU per answer`);
     }
   }
   return row;
