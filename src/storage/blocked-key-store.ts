@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { Database, storageError } from './database';
+import type { PgLookups } from './pg-lookups';
 
 /** One blocked public key (migration 005). */
 export interface BlockedKeyRecord {
@@ -62,15 +63,21 @@ export async function insertBlockedKey(trx: Knex | Knex.Transaction, b: BlockedK
 export class BlockedKeyStore {
   private readonly knex: Knex;
   private readonly lookup?: { get(...p: unknown[]): unknown };
+  private readonly pgLookups?: PgLookups;
 
   constructor(db: Database) {
     this.knex = db.knex;
     this.lookup = db.reader?.prepare('SELECT * FROM blocked_keys WHERE spki_sha256 = ?');
+    this.pgLookups = db.pgLookups;
   }
 
   async get(spkiSha256: string): Promise<BlockedKeyRecord | undefined> {
     try {
-      const row = this.lookup ? (this.lookup.get(spkiSha256) as Row | undefined) : await this.knex<Row>('blocked_keys').where({ spki_sha256: spkiSha256 }).first();
+      const row = this.lookup
+        ? (this.lookup.get(spkiSha256) as Row | undefined)
+        : this.pgLookups
+          ? ((await this.pgLookups.blockedKeys.get(spkiSha256)) as Row | undefined)
+          : await this.knex<Row>('blocked_keys').where({ spki_sha256: spkiSha256 }).first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);

@@ -5,6 +5,8 @@ import { SqliteWriter, WriterOp, WriterResult } from './sqlite-writer';
 import type { Sans } from '../ca/csr';
 import { PreparedEvent, appendChainKnex } from '../audit/chain';
 import { BlockedKeyRecord, insertBlockedKey } from './blocked-key-store';
+import type { PgIssuanceWriter } from './pg-issuance-writer';
+import type { PgLookups } from './pg-lookups';
 
 /** A certificate as the API and the status services see it. */
 export interface CertificateRecord {
@@ -205,6 +207,8 @@ export class CertificateStore {
   private readonly knex: Knex;
 
   private readonly writer?: SqliteWriter;
+  private readonly pgWriter?: PgIssuanceWriter;
+  private readonly pgLookups?: PgLookups;
   private readonly pg: boolean;
   private readonly statusStmt?: { get(...p: unknown[]): unknown };
   private readonly getStmt?: { get(...p: unknown[]): unknown };
@@ -212,6 +216,8 @@ export class CertificateStore {
   constructor(db: Database) {
     this.knex = db.knex;
     this.writer = db.writer;
+    this.pgWriter = db.pgWriter;
+    this.pgLookups = db.pgLookups;
     this.pg = db.kind === 'postgres';
     if (db.reader) {
       this.statusStmt = db.reader.prepare(`SELECT not_after, revoked_at, revocation_reason, issuer_id FROM certificates WHERE serial = ? AND state = 'issued'`);
@@ -222,8 +228,23 @@ export class CertificateStore {
   // ------------------------------------------------------------ write side
 
   /** Records the serial before signing; SerialCollision when it exists already. */
-  reserve(r: Reservation): Promise<void> {
-    return this.batch.submit({ kind: 'reserve', r });
+  async reserve(r: Reservation): Promise<void> {
+    if (!this.pgWriter) return this.batch.submit({ kind: 'reserve', r });
+    const row = this.reservationRow(r);
+    const out = await this.pgWriter.reserve({
+      serial: row.serial,
+      profile: row.profile,
+      subject: row.subject,
+      sans: row.sans,
+      notBefore: row.not_before,
+      notAfter: row.not_after,
+      requesterId: row.requester_id,
+      createdAt: row.created_at,
+      crlShard: row.crl_shard,
+      issuerId: row.issuer_id,
+    });
+    if (out?.code === 'unique') throw new SerialCollision(r.serial);
+    if (out) throw storageError(new Error(out.message));
   }
 
   /**
@@ -233,6 +254,13 @@ export class CertificateStore {
    * not at all, for the cost of one commit.
    */
   async complete(serial: string, der: Buffer, event?: PreparedEvent): Promise<void> {
+    if (this.pgWriter) {
+      // PostgreSQL: grouped with concurrent completions, committed synchronously (PgIssuanceWriter)
+      const out = await this.pgWriter.complete(serial, der, event);
+      if (out?.code === 'missing') throw new CaError('internal', 'internalError', 'the reserved certificate record disappeared');
+      if (out) throw storageError(new Error(out.message));
+      return;
+    }
     await this.batch.submit({ kind: 'complete', serial, der, event });
     // SQLite: committed by SqliteWriter; durable once the log is synced (group fsync).
     if (this.writer) {
@@ -410,7 +438,9 @@ export class CertificateStore {
       const row = (
         this.statusStmt
           ? this.statusStmt.get(serial)
-          : await this.knex('certificates').where({ serial, state: 'issued' }).first('not_after', 'revoked_at', 'revocation_reason', 'issuer_id')
+          : this.pgLookups
+            ? await this.pgLookups.statuses.get(serial)
+            : await this.knex('certificates').where({ serial, state: 'issued' }).first('not_after', 'revoked_at', 'revocation_reason', 'issuer_id')
       ) as { not_after: number; revoked_at: number | null; revocation_reason: number | null; issuer_id: number | null } | undefined;
       if (!row) return undefined;
       return {

@@ -5,6 +5,8 @@ import { migrationSource } from '../../migrations';
 import { CaError, StartupError } from '../errors';
 import type { Logger } from '../log';
 import { CheckpointReport, SqliteWriter, WAL_RESTART_BYTES } from './sqlite-writer';
+import { PgIssuanceWriter } from './pg-issuance-writer';
+import { PgLookups } from './pg-lookups';
 
 // PostgreSQL returns bigint as text; every bigint here is an epoch-millisecond
 // time or an id well inside Number's exact range.
@@ -26,6 +28,10 @@ export interface Database {
   reader?: SqliteReader;
   /** SQLite only: the connection for issuance writes and audit appends, with its group fsync */
   writer?: SqliteWriter;
+  /** PostgreSQL only: issuance writes grouped across concurrent requests (group commit) */
+  pgWriter?: PgIssuanceWriter;
+  /** PostgreSQL only: hot lookups (tokens, blocked keys, OCSP status) grouped into one query each */
+  pgLookups?: PgLookups;
   close(): Promise<void>;
   ping(): Promise<void>;
   /** PostgreSQL only: the connection URL, for the cluster's own session (leader lock, LISTEN) */
@@ -127,14 +133,20 @@ export async function openDatabase(opts: { url?: string; dataDir: string; log?: 
     r.pragma('busy_timeout = 10000');
     reader = r;
   }
+  const pgWriter = kind === 'postgres' ? new PgIssuanceWriter(opts.url!) : undefined;
+  const pgLookups = kind === 'postgres' ? new PgLookups(opts.url!) : undefined;
   return {
     knex,
     kind,
     reader,
     writer,
+    pgWriter,
+    pgLookups,
     close: async () => {
       reader?.close();
       await writer?.close();
+      await pgWriter?.close();
+      await pgLookups?.close();
       await knex.destroy();
     },
     ping: async () => {

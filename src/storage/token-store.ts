@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { Database, storageError } from './database';
+import type { PgLookups } from './pg-lookups';
 
 export type Role = 'admin' | 'requester';
 
@@ -18,10 +19,12 @@ export class TokenStore {
   private readonly knex: Knex;
 
   private readonly byHash?: { get(...p: unknown[]): unknown };
+  private readonly pgLookups?: PgLookups;
 
   constructor(db: Database) {
     this.knex = db.knex;
     this.byHash = db.reader?.prepare('SELECT * FROM tokens WHERE hash = ?');
+    this.pgLookups = db.pgLookups;
   }
 
   async add(t: TokenRecord): Promise<void> {
@@ -43,7 +46,11 @@ export class TokenStore {
 
   async findByHash(hash: string): Promise<TokenRecord | undefined> {
     try {
-      const row = this.byHash ? (this.byHash.get(hash) as Record<string, unknown> | undefined) : await this.knex('tokens').where({ hash }).first();
+      const row = this.byHash
+        ? (this.byHash.get(hash) as Record<string, unknown> | undefined)
+        : this.pgLookups
+          ? await this.pgLookups.tokens.get(hash)
+          : await this.knex('tokens').where({ hash }).first();
       return row && toRecord(row);
     } catch (e) {
       throw storageError(e);
