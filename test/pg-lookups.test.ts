@@ -71,7 +71,7 @@ describePg('PostgreSQL grouped lookups', () => {
     const pending = '6' + randomBytes(15).toString('hex');
     await certs.reserve({ serial: pending, profile: 'tls-server', subject: 'CN=x', sans: { dns: ['x.example'], ip: [], email: [], uri: [] }, notBefore: new Date(now), notAfter: new Date(now + 86_400_000), requesterId: null, createdAt: new Date(now) });
     const statuses = await Promise.all([...serials, pending, 'ff'].map((s) => certs.status(s)));
-    for (let i = 0; i < serials.length; i++) expect(statuses[i]).toEqual({ notAfter: now + 86_400_000, revokedAt: null, reason: null });
+    for (let i = 0; i < serials.length; i++) expect(statuses[i]).toEqual({ issuerId: 1, notAfter: now + 86_400_000, revokedAt: null, reason: null });
     // a reservation that was never signed is not a certificate; nor is a serial never issued
     expect(statuses[serials.length]).toBeUndefined();
     expect(statuses[serials.length + 1]).toBeUndefined();
@@ -79,7 +79,7 @@ describePg('PostgreSQL grouped lookups', () => {
     const revokedAt = new Date(now + 1000);
     await certs.revoke(serials[3], revokedAt, 1, null);
     const again = await Promise.all(serials.slice(0, 5).map((s) => certs.status(s)));
-    expect(again[3]).toEqual({ notAfter: now + 86_400_000, revokedAt: revokedAt.getTime(), reason: 1 });
+    expect(again[3]).toEqual({ issuerId: 1, notAfter: now + 86_400_000, revokedAt: revokedAt.getTime(), reason: 1 });
     expect(again[2]?.revokedAt).toBeNull();
   });
 
