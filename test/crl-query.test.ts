@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
-import type { Knex } from 'knex';
 import { CRL_INDEX } from '../migrations/004_crl_index';
 import { SHARD_CRL_INDEX } from '../migrations/006_crl_shards';
-import { CertificateStore, RevokedRow, revokedQuery } from '../src/storage/certificate-store';
+import { CertificateStore, RevokedRow } from '../src/storage/certificate-store';
 import { Database, openDatabase } from '../src/storage/database';
 import { backends, freshPostgres, tempDir } from './helpers/harness';
+import { expectRevokedReadFromIndex } from './helpers/query-plan';
 
 const DATABASES = [...new Set(backends({ pkcs11: false }).map((b) => b.database))];
 const DAY = 86_400_000;
@@ -77,18 +77,7 @@ describe.each(DATABASES)('CRL entries on %s', (kind) => {
   });
 
   it('reads the full CRL from the index of revoked certificates, never from the table', async () => {
-    const page = revokedQuery(db.knex, { expiredAfter: NOW }).andWhere('id', '>', 0).orderBy('id', 'asc').limit(10000).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
-    const count = revokedQuery(db.knex, { expiredAfter: NOW }).count({ n: '*' });
-    for (const q of [page, count]) {
-      const plan = await explain(db, q);
-      if (kind === 'sqlite') {
-        expect(plan).toMatch(new RegExp(`USING COVERING INDEX ${CRL_INDEX}\\b`));
-        expect(plan).not.toMatch(/SCAN certificates(?! USING)/);
-      } else {
-        // usable at all: the query's conditions imply the partial index's
-        expect(plan).toContain(CRL_INDEX);
-      }
-    }
+    await expectRevokedReadFromIndex(db, { expiredAfter: NOW }, CRL_INDEX);
   });
 });
 
@@ -158,30 +147,6 @@ describe.each(DATABASES)('shard CRL entries on %s', (kind) => {
   });
 
   it('reads a shard CRL from the shard index, never from the table', async () => {
-    const page = revokedQuery(db.knex, { expiredAfter: NOW, shard: 1 }).andWhere('id', '>', 0).orderBy('id', 'asc').limit(10000).select('id', 'serial', 'revoked_at', 'revocation_reason', 'invalidity_date');
-    const count = revokedQuery(db.knex, { expiredAfter: NOW, shard: 1 }).count({ n: '*' });
-    for (const q of [page, count]) {
-      const plan = await explain(db, q);
-      if (kind === 'sqlite') {
-        expect(plan).toMatch(new RegExp(`USING COVERING INDEX ${SHARD_CRL_INDEX}\\b`));
-        expect(plan).not.toMatch(/SCAN certificates(?! USING)/);
-      } else {
-        expect(plan).toContain(SHARD_CRL_INDEX);
-      }
-    }
+    await expectRevokedReadFromIndex(db, { expiredAfter: NOW, shard: 1 }, SHARD_CRL_INDEX);
   });
 });
-
-/** The query plan as text; on PostgreSQL with sequential scans off, so a usable index is always chosen on a tiny table. */
-async function explain(db: Database, q: Knex.QueryBuilder): Promise<string> {
-  const { sql, bindings } = q.toSQL();
-  if (db.kind === 'sqlite') {
-    const rows = (await db.knex.raw(`EXPLAIN QUERY PLAN ${sql}`, bindings as Knex.RawBinding[])) as { detail: string }[];
-    return rows.map((r) => r.detail).join('\n');
-  }
-  return db.knex.transaction(async (trx) => {
-    await trx.raw('SET LOCAL enable_seqscan = off');
-    const r = (await trx.raw(`EXPLAIN ${sql}`, bindings as Knex.RawBinding[])) as { rows: { 'QUERY PLAN': string }[] };
-    return r.rows.map((x) => x['QUERY PLAN']).join('\n');
-  });
-}

@@ -1,6 +1,6 @@
 import { Hsm } from '../hsm/hsm';
 import { Logger } from '../log';
-import { parseOcspRequest } from '../ocsp/request';
+import { OcspRequestInfo, parseOcspRequest } from '../ocsp/request';
 import { OcspAnswer, OcspResponder, OcspSource } from '../ocsp/responder';
 import { ResponderCertificateManager } from '../ocsp/responder-certificate';
 import { IssuerHashes, certIdMatchesIssuer, issuerHashes } from '../ocsp/response';
@@ -264,14 +264,16 @@ export class MultiIssuerOcsp implements OcspSource {
   respond(request: Buffer): Promise<OcspAnswer> {
     const all = this.registry.all();
     if (all.length === 1) return all[0].ocsp.respond(request);
-    let target = this.registry.active();
+    let info: OcspRequestInfo;
     try {
-      const first = parseOcspRequest(request).certIds.find((c) => c.hash !== undefined);
-      target = (first && this.registry.issuerOfCertId(first)) || target;
+      info = parseOcspRequest(request);
     } catch {
       // malformed: the responder itself answers malformedRequest
+      return this.registry.active().ocsp.respond(request);
     }
-    return target.ocsp.respond(request);
+    const first = info.certIds.find((c) => c.hash !== undefined);
+    const target = (first && this.registry.issuerOfCertId(first)) || this.registry.active();
+    return target.ocsp.respondParsed(info);
   }
 }
 

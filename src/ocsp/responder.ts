@@ -117,6 +117,11 @@ export class OcspResponder implements OcspSource {
       if (e instanceof OcspMalformedError) return errorAnswer('malformedRequest');
       throw e;
     }
+    return this.respondParsed(info);
+  }
+
+  /** The answer to a request already parsed (several issuers: the request is parsed once, to find its issuer). */
+  async respondParsed(info: OcspRequestInfo): Promise<OcspAnswer> {
     // A CertID under a known hash algorithm that names another issuer: not ours to answer.
     if (info.certIds.some((c) => c.hash !== undefined && !certIdMatchesIssuer(c, this.hashes))) return errorAnswer('unauthorized');
     try {

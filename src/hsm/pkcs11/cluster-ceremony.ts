@@ -6,7 +6,7 @@ import { bool, findObjects, getAttrs } from './attributes';
 import { CLUSTER_KEK_LABEL, ClusterKek, WRAP_MECHANISM } from './cluster-kek';
 import { describe, quote } from './errors';
 import { Failover, markUp } from './failover';
-import { KeyMeta, destroyQuietly, findPublic, keyMeta, metaOf, privateKeyTemplate, publicInfo } from './key-objects';
+import { KeyMeta, destroyQuietly, findPublic, keyMeta, metaOf, privateKeyTemplate, publicInfo, unwrappedSigningKeyTemplate } from './key-objects';
 import type { Lifecycle } from './lifecycle';
 import { Handle, ModuleEntry, PKCS11, slotShared } from './module-registry';
 import { keepAlive } from './pkcs11js-buffers';
@@ -191,24 +191,7 @@ export class ClusterCeremony {
       throw new HsmError('hsmUnavailable', `cannot wrap key "${meta.label}" on PKCS#11 token "${src.label}" for cloning (${describe(e)})`);
     }
 
-    const privTemplate: pkcs11js.Template = [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_KEY_TYPE, value: keyType },
-      { type: pkcs11js.CKA_TOKEN, value: true },
-      { type: pkcs11js.CKA_PRIVATE, value: true },
-      { type: pkcs11js.CKA_SENSITIVE, value: true },
-      { type: pkcs11js.CKA_EXTRACTABLE, value: true },
-      { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
-      { type: pkcs11js.CKA_SIGN, value: true },
-      { type: pkcs11js.CKA_LABEL, value: meta.label },
-      { type: pkcs11js.CKA_ID, value: meta.id },
-      ...(meta.kind === 'ec'
-        ? [{ type: pkcs11js.CKA_DERIVE, value: false }]
-        : [
-            { type: pkcs11js.CKA_DECRYPT, value: false },
-            { type: pkcs11js.CKA_UNWRAP, value: false },
-          ]),
-    ];
+    const privTemplate = unwrappedSigningKeyTemplate(meta.kind, meta.label, meta.id);
     const theBlob = blob;
     try {
       await this.pool.withSession(dst, async (s) => {

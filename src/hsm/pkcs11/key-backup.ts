@@ -5,7 +5,7 @@ import { ecdsaRawToDer, keyAlgorithmInfo } from '../key-algorithm';
 import { bool, findObjects, getAttrs } from './attributes';
 import { CLUSTER_KEK_LABEL, ClusterKek, WRAP_MECHANISM } from './cluster-kek';
 import { describe } from './errors';
-import { KeyMeta, destroyQuietly, keyMeta, metaOf } from './key-objects';
+import { KeyMeta, destroyQuietly, keyMeta, metaOf, unwrappedSigningKeyTemplate } from './key-objects';
 import type { Lifecycle } from './lifecycle';
 import { Handle, PKCS11 } from './module-registry';
 import { keepAlive } from './pkcs11js-buffers';
@@ -182,22 +182,7 @@ export class Pkcs11KeyBackup implements KeyBackup {
     let priv: Handle | undefined;
     try {
       priv = await keepAlive(
-        this.p11.C_UnwrapKeyAsync(s, WRAP_MECHANISM, uk, k.wrapped, [
-          { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-          ...common,
-          { type: pkcs11js.CKA_PRIVATE, value: true },
-          { type: pkcs11js.CKA_SENSITIVE, value: true },
-          // as in cluster mode: it may leave again only wrapped, under a trusted key
-          { type: pkcs11js.CKA_EXTRACTABLE, value: true },
-          { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
-          { type: pkcs11js.CKA_SIGN, value: true },
-          ...(info.kind === 'ec'
-            ? [{ type: pkcs11js.CKA_DERIVE, value: false }]
-            : [
-                { type: pkcs11js.CKA_DECRYPT, value: false },
-                { type: pkcs11js.CKA_UNWRAP, value: false },
-              ]),
-        ]),
+        this.p11.C_UnwrapKeyAsync(s, WRAP_MECHANISM, uk, k.wrapped, unwrappedSigningKeyTemplate(info.kind, k.label, id)),
         k.wrapped,
       );
       const probe = randomBytes(32);

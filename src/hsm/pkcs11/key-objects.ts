@@ -41,6 +41,33 @@ export function privateKeyTemplate(label: string): pkcs11js.Template {
   ];
 }
 
+/**
+ * The template of a CA signing key that arrives wrapped (a clone onto another
+ * token of the cluster, a key restored from a backup): sensitive, for signing
+ * only, and able to leave the token again only wrapped under a trusted key,
+ * as a key generated in cluster mode.
+ */
+export function unwrappedSigningKeyTemplate(kind: 'ec' | 'rsa', label: string, id: Buffer): pkcs11js.Template {
+  return [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: kind === 'ec' ? pkcs11js.CKK_EC : pkcs11js.CKK_RSA },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: true },
+    { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
+    { type: pkcs11js.CKA_SIGN, value: true },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_ID, value: id },
+    ...(kind === 'ec'
+      ? [{ type: pkcs11js.CKA_DERIVE, value: false }]
+      : [
+          { type: pkcs11js.CKA_DECRYPT, value: false },
+          { type: pkcs11js.CKA_UNWRAP, value: false },
+        ]),
+  ];
+}
+
 /** Reads a key (private key by label, public key by CKA_ID) in session `s`. */
 export function readKey(p11: PKCS11, s: Handle, label: string): KeyMeta | undefined {
   const privs = findObjects(p11, s, privateKeyTemplate(label));
