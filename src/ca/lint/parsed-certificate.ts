@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { PER_CERTIFICATE_EXTENSIONS, parseShared, parseTbsCertificate } from './tbs-fields';
-import { AsnArray, AsnConvert, AsnProp, AsnPropTypes, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
+import { parseShared, parsePerCertificate, parseTbsCertificate } from './tbs-fields';
+import { LintGeneralName, LintGeneralNames } from './lint-general-name';
+import { quickGeneralNames, quickKeyIdentifier } from './quick-fields';
 import {
   AuthorityKeyIdentifier,
   BasicConstraints,
@@ -13,26 +14,7 @@ import {
   id_kp_serverAuth,
 } from '@peculiar/asn1-x509';
 
-/**
- * GeneralName as RFC 5280 4.2.1.6 defines it, but keeping iPAddress as its
- * octets: @peculiar/asn1-x509's GeneralName turns them into text, which hides
- * a wrong length (8 and 32 octets become CIDR notation).
- */
-@AsnType({ type: AsnTypeTypes.Choice })
-export class LintGeneralName {
-  @AsnProp({ type: AsnPropTypes.Any, context: 0, implicit: true, repeated: 'sequence' }) otherName?: ArrayBuffer[];
-  @AsnProp({ type: AsnPropTypes.IA5String, context: 1, implicit: true }) rfc822Name?: string;
-  @AsnProp({ type: AsnPropTypes.IA5String, context: 2, implicit: true }) dNSName?: string;
-  @AsnProp({ type: AsnPropTypes.Any, context: 3, implicit: true }) x400Address?: ArrayBuffer;
-  @AsnProp({ type: AsnPropTypes.Any, context: 4, implicit: false }) directoryName?: ArrayBuffer;
-  @AsnProp({ type: AsnPropTypes.Any, context: 5 }) ediPartyName?: ArrayBuffer;
-  @AsnProp({ type: AsnPropTypes.IA5String, context: 6, implicit: true }) uniformResourceIdentifier?: string;
-  @AsnProp({ type: OctetString, context: 7, implicit: true }) iPAddress?: OctetString;
-  @AsnProp({ type: AsnPropTypes.ObjectIdentifier, context: 8, implicit: true }) registeredID?: string;
-}
-
-@AsnType({ type: AsnTypeTypes.Sequence, itemType: LintGeneralName })
-export class LintGeneralNames extends AsnArray<LintGeneralName> {}
+export { LintGeneralName, LintGeneralNames };
 
 export const OIDS = {
   subjectAltName: '2.5.29.17',
@@ -45,6 +27,12 @@ export const OIDS = {
   rsaEncryption: '1.2.840.113549.1.1.1',
   commonName: '2.5.4.3',
 } as const;
+
+/** The extension values that differ for every certificate, with their quick readers (quick-fields.ts). */
+const PER_CERTIFICATE_VALUES: Record<string, (b: Buffer) => unknown> = {
+  [OIDS.subjectAltName]: quickGeneralNames,
+  [OIDS.subjectKeyIdentifier]: quickKeyIdentifier,
+};
 
 /**
  * A TBSCertificate parsed once, with its extensions decoded on first use and
@@ -69,13 +57,13 @@ export class ParsedCertificate {
     const e = this.extension(oid);
     // a profile's fixed extensions are the same bytes every time: decoded once (tbs-fields.ts)
     const value = e && Buffer.from(e.extnValue.buffer);
-    const v = value ? (PER_CERTIFICATE_EXTENSIONS.has(oid) ? AsnConvert.parse(value, type) : parseShared(type, `extension ${oid}`, value)) : undefined;
+    const v = value ? (oid in PER_CERTIFICATE_VALUES ? parsePerCertificate(value, type, PER_CERTIFICATE_VALUES[oid] as (b: Buffer) => T) : parseShared(type, `extension ${oid}`, value)) : undefined;
     this.decoded.set(oid, v);
     return v;
   }
 
   get subjectAltNames(): LintGeneralName[] | undefined {
-    return this.decode(OIDS.subjectAltName, LintGeneralNames);
+    return this.decode<LintGeneralName[]>(OIDS.subjectAltName, LintGeneralNames);
   }
   get dnsNames(): string[] {
     return (this.subjectAltNames ?? []).flatMap((g) => (g.dNSName === undefined ? [] : [g.dNSName]));

@@ -1,6 +1,7 @@
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier, Extension, Extensions, Name, SubjectPublicKeyInfo, TBSCertificate, Validity } from '@peculiar/asn1-x509';
-import { Tlv, childrenOf, readTlv } from './tlv-walk';
+import { quickExtension, quickName, quickSpki, quickValidity } from './quick-fields';
+import { Tlv, TlvError, childrenOf, readTlv } from './tlv-walk';
 
 /**
  * A TBSCertificate parsed by the @peculiar/asn1-x509 schemas field by field.
@@ -13,7 +14,8 @@ import { Tlv, childrenOf, readTlv } from './tlv-walk';
  * fields that repeat are parsed once per distinct value (keyed by their
  * bytes, so a value is never taken for another). What varies per certificate
  * (serial, validity, subject, key, subjectAltName, subjectKeyIdentifier) is
- * parsed every time. Anything but the usual v3 layout (unique identifiers,
+ * parsed every time, by the quick readers of quick-fields.ts where the value
+ * has a plain layout and by its @peculiar schema otherwise. Anything but the usual v3 layout (unique identifiers,
  * a surprise) goes to the whole-structure parse, which also gives the error
  * for what does not parse.
  */
@@ -32,7 +34,6 @@ const PER_CERTIFICATE = [
   { oid: '2.5.29.17', extnId: Buffer.from('0603551d11', 'hex') },
   { oid: '2.5.29.14', extnId: Buffer.from('0603551d0e', 'hex') },
 ];
-export const PER_CERTIFICATE_EXTENSIONS: ReadonlySet<string> = new Set(PER_CERTIFICATE.map((e) => e.oid));
 
 const shared = new Map<string, unknown>();
 const MAX_SHARED = 1024;
@@ -50,6 +51,16 @@ export function parseShared<T>(type: new () => T, kind: string, bytes: Buffer): 
 }
 
 const bytesOf = (der: Buffer, t: Tlv) => der.subarray(t.start, t.end);
+
+/** A per-certificate value read by its quick reader, or by its @peculiar schema where the quick reader refuses the layout. */
+export function parsePerCertificate<T>(bytes: Buffer, type: new () => T, quick: (b: Buffer) => T): T {
+  try {
+    return quick(bytes);
+  } catch (e) {
+    if (!(e instanceof TlvError)) throw e;
+    return AsnConvert.parse(bytes, type);
+  }
+}
 
 function byFields(der: Buffer): TBSCertificate | undefined {
   const top = readTlv(der, 0);
@@ -74,7 +85,7 @@ function byFields(der: Buffer): TBSCertificate | undefined {
       childrenOf(der, seq[0]).map((e) => {
         const b = bytesOf(der, e);
         const perCertificate = PER_CERTIFICATE.some((p) => startsWithExtnId(b, p.extnId));
-        return perCertificate ? AsnConvert.parse(b, Extension) : parseShared(Extension, 'extension', b);
+        return perCertificate ? parsePerCertificate(b, Extension, quickExtension) : parseShared(Extension, 'extension', b);
       }),
     );
   }
@@ -83,9 +94,9 @@ function byFields(der: Buffer): TBSCertificate | undefined {
     serialNumber: new Uint8Array(der.subarray(serial.body, serial.end)).buffer,
     signature: parseShared(AlgorithmIdentifier, 'algorithm', bytesOf(der, signature)),
     issuer: parseShared(Name, 'issuer', bytesOf(der, issuer)),
-    validity: AsnConvert.parse(bytesOf(der, validity), Validity),
-    subject: AsnConvert.parse(bytesOf(der, subject), Name),
-    subjectPublicKeyInfo: AsnConvert.parse(bytesOf(der, spki), SubjectPublicKeyInfo),
+    validity: parsePerCertificate(bytesOf(der, validity), Validity, quickValidity),
+    subject: parsePerCertificate(bytesOf(der, subject), Name, quickName),
+    subjectPublicKeyInfo: parsePerCertificate(bytesOf(der, spki), SubjectPublicKeyInfo, (b) => quickSpki(b, (a) => parseShared(AlgorithmIdentifier, 'algorithm', a))),
     extensions,
   });
 }
