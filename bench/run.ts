@@ -9,7 +9,13 @@
  *
  * Options:
  *   --quick              short runs, 1 run per figure, CRL up to 100k, scale 10k vs 100k
- *   --only=a,b           phases to run: hsm, pkcs11, issuance, ocsp, crl, scale (default all)
+ *   --only=a,b           phases to run: hsm, pkcs11, issuance, ocsp, crl, scale, speed (default all)
+ *
+ * The speed phase runs bench/speed.ts last, in its own process (issue 18's
+ * figures, measured as clients behave: issuance on PostgreSQL against cfssl
+ * with its certdb, OCSP with one request per connection beside keep-alive,
+ * both with CPU per answer, HSMCA_WORKERS=1 vs 2); it prints its own tables
+ * and writes bench/speed-results.json.
  *   --no-peers           skip cfssl and openssl
  *   --profile            also profile the hsmca server (node --cpu-prof) under issuance and OCSP load
  *   --out=FILE           results file (default bench/results.json)
@@ -55,7 +61,7 @@ const ROOT = path.resolve(__dirname, '..', '..');
 
 /** shards of the partitioned-CRL figure */
 const CRL_SHARDS = 16;
-const PHASES = ['hsm', 'pkcs11', 'issuance', 'ocsp', 'crl', 'scale'] as const;
+const PHASES = ['hsm', 'pkcs11', 'issuance', 'ocsp', 'crl', 'scale', 'speed'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Settings {
@@ -1301,6 +1307,19 @@ async function main(): Promise<void> {
     }
   }
   write(`results written to ${path.relative(process.cwd(), o.out) || o.out}; ${results.meta.elapsedSeconds} s in all`);
+  if (o.phases.has('speed')) phaseSpeed(s, o.peers);
+}
+
+/** bench/speed.ts in its own process, after everything else has stopped: its tables go to stdout, its results to bench/speed-results.json. */
+function phaseSpeed(s: Settings, peers: boolean): void {
+  if (!peers) {
+    process.stdout.write('\nspeed phase skipped (--no-peers): every figure in it is a ratio against a peer\n');
+    return;
+  }
+  progress('speed: bench/speed.ts (issue 18 figures)');
+  const args = s.mode === 'quick' ? ['--seconds=2', '--rounds=1', '--warm=1', '--only=parts,pg,ocsp'] : [`--rounds=${s.runs}`];
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'speed.js'), ...args], { cwd: ROOT, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`the speed phase failed (exit ${r.status ?? r.signal})`);
 }
 
 main().catch((e: unknown) => {

@@ -6,15 +6,21 @@
  *            the same PostgreSQL server (cfssl's own table schema), c=8 and 32
  *   ocsp     OCSP with one request per connection (ab, HTTP/1.0, no
  *            keep-alive): hsmca vs openssl ocsp -multi 2 vs a bare node:http
- *            floor; and with keep-alive (autocannon, 50 distinct requests) vs
- *            cfssl ocspserve; GET and POST
+ *            floor; and with keep-alive (50 distinct requests) vs cfssl
+ *            ocspserve; GET and POST
  *   workers  issuance with HSMCA_WORKERS=1 vs 2, c=8 and 32, SQLite and PostgreSQL
  *   parts    hsmca's per-certificate work above the floor, part by part, in process
  *
+ * Keep-alive load (issuance, OCSP keep-alive) is wrk with a Lua script that
+ * rotates through the requests (bench/wrk.ts), as the outside run used;
+ * without wrk, the autocannon worker of bench/load.ts. Each target gets one
+ * unmeasured warm-up run (--warm seconds) before its measured rounds: the
+ * first seconds of load after start-up run at 60-70% of the warm rate.
  * Every load figure comes with the server's CPU time per answer (its process
- * tree, from /proc/PID/stat). Usage:
+ * tree, from /proc/PID/stat). `npm run bench` runs this after its own phases.
+ * Usage:
  *
- *   npm run bench:speed -- [--only=pg,ocsp,workers,parts] [--seconds=3] [--rounds=3]
+ *   npm run bench:speed -- [--only=pg,ocsp,workers,parts] [--seconds=5] [--rounds=3] [--warm=2]
  *
  * PostgreSQL: HSMCA_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
  * names a server and a database to connect to; each run creates databases of
@@ -32,14 +38,17 @@ import { cfsslResponsesFile, cfsslSign, cfsslSignBody, makePeerPki, startCfsslOc
 import { issuerInfo, makeCsrsCached, ocspGetPath, ocspRequest, pemToDer, randomSerial } from './pki';
 import { Server, freePort, startServer, tempDir } from './proc';
 import { median } from './stats';
+import { hasWrk, wrk } from './wrk';
 import { readCertificate } from '../src/ca/certificate';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 const ONLY = opt('only', 'pg,ocsp,workers,parts').split(',');
-const SECONDS = Number(opt('seconds', '3'));
+const SECONDS = Number(opt('seconds', '5'));
 const ROUNDS = Number(opt('rounds', '3'));
+const WARM = Number(opt('warm', '2'));
+const WRK = hasWrk();
 const PG_BASE = process.env.HSMCA_BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const HSMCA_ENV = { HSMCA_ISSUE_RATE_PER_TOKEN: '0', HSMCA_ISSUE_RATE_PER_ADDRESS: '0' };
 
@@ -52,14 +61,15 @@ interface Figure {
   errors: number;
 }
 type Row = Record<string, Figure>;
-const results: Record<string, unknown> = { started: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS };
+const results: Record<string, unknown> = { started: new Date().toISOString(), seconds: SECONDS, rounds: ROUNDS, warm: WARM, keepAliveLoad: WRK ? 'wrk' : 'autocannon' };
+type Run = (seconds: number) => Promise<{ ok: number; seconds: number; errors: number }>;
 
 // ------------------------------------------------------------------ load and CPU
 
 /** Runs `fn` (one load run answering `n` requests) and adds its rate and the server's CPU µs per answer to `fig`. */
-async function measured(fig: Figure, pid: number, fn: () => Promise<{ ok: number; seconds: number; errors: number }>): Promise<{ ok: number; seconds: number; errors: number }> {
+async function measured(fig: Figure, pid: number, fn: Run): Promise<{ ok: number; seconds: number; errors: number }> {
   const a = cpuSnapshot(pid);
-  const r = await fn();
+  const r = await fn(SECONDS);
   const use = cpuUse(a, cpuSnapshot(pid));
   if (r.ok > 0) fig.rps.push(r.ok / r.seconds);
   if (use?.serverSeconds !== undefined && r.ok > 0) fig.cpuUs.push((use.serverSeconds * 1e6) / r.ok);
@@ -67,19 +77,28 @@ async function measured(fig: Figure, pid: number, fn: () => Promise<{ ok: number
   return r;
 }
 
-function autocannon(lg: LoadGenerator, spec: LoadSpec) {
-  return async () => {
-    const r = await lg.run(spec);
+/** Keep-alive load: wrk where it is installed, else the autocannon worker. */
+function keepAlive(lg: LoadGenerator, spec: LoadSpec): Run {
+  if (WRK) {
+    const requests = spec.requests.map((r) => ({ method: r.method, path: r.path, body: r.body === undefined ? undefined : Buffer.from(r.body, 'base64') }));
+    return async (seconds) => {
+      const r = await wrk({ url: spec.url, connections: spec.connections, seconds, headers: spec.headers, requests });
+      if (r.errors > 0) log(`  errors: ${r.errors} (status 400 or more, connection errors, timeouts)`);
+      return r;
+    };
+  }
+  return async (seconds) => {
+    const r = await lg.run({ ...spec, durationSec: seconds });
     if (r.errors + r.unexpected > 0) log(`  errors: status ${JSON.stringify(r.statusCodes)}, connection ${JSON.stringify(r.errorCodes)}`);
     return { ok: r.ok, seconds: r.durationSec, errors: r.errors + r.unexpected };
   };
 }
 
-/** ab: HTTP/1.0, a new connection per request (no -k), for `SECONDS`. */
-function ab(url: string, c: number, post?: { file: string }) {
-  return async () => {
+/** ab: HTTP/1.0, a new connection per request (no -k). */
+function ab(url: string, c: number, post?: { file: string }): Run {
+  return async (wanted) => {
     // -s: a server that stops answering (openssl ocsp -multi does, now and then) fails the run, not the benchmark
-    const a = ['-q', '-r', '-s', '10', '-c', String(c), '-t', String(SECONDS), '-n', '10000000'];
+    const a = ['-q', '-r', '-s', '10', '-c', String(c), '-t', String(wanted), '-n', '10000000'];
     if (post) a.push('-p', post.file, '-T', 'application/ocsp-request');
     a.push(url);
     const r = spawnSync('ab', a, { encoding: 'utf8', maxBuffer: 1 << 24 });
@@ -93,7 +112,7 @@ function ab(url: string, c: number, post?: { file: string }) {
     const seconds = num(/Time taken for tests:\s+([\d.]+)/);
     if (!Number.isFinite(complete) || !Number.isFinite(seconds)) {
       log(`  ab failed (counted as an error, no figure): ${(r.stdout + r.stderr).trim().split('\n').pop()}`);
-      return { ok: 0, seconds: SECONDS, errors: 1 };
+      return { ok: 0, seconds: wanted, errors: 1 };
     }
     return { ok: complete - failed - non2xx, seconds, errors: failed + non2xx };
   };
@@ -113,7 +132,7 @@ const newFigure = (): Figure => ({ rps: [], cpuUs: [], errors: 0 });
 /** Measures each target in turn, round by round, so that noise falls on each alike. */
 interface Target {
   pid: number | (() => number);
-  run: () => Promise<{ ok: number; seconds: number; errors: number }>;
+  run: Run;
   /** before each run, outside the measured time */
   before?: () => Promise<void>;
 }
@@ -121,6 +140,12 @@ interface Target {
 async function interleaved(targets: Record<string, Target>): Promise<Row> {
   const row: Row = {};
   for (const k of Object.keys(targets)) row[k] = newFigure();
+  // one unmeasured run each: a server's first seconds under load are slower than the rest
+  if (WARM > 0)
+    for (const t of Object.values(targets)) {
+      await t.before?.();
+      await t.run(WARM);
+    }
   for (let round = 0; round < ROUNDS; round++) {
     for (const [k, t] of Object.entries(targets)) {
       await t.before?.();
@@ -258,19 +283,17 @@ async function phasePg(lg: LoadGenerator, csrs: string[]): Promise<void> {
   const ca = await startHsmca({ env: { ...HSMCA_ENV, HSMCA_DATABASE_URL: hsUrl } });
   try {
     await cfsslSign(cfPort, csrs[0]);
-    await lg.run(cfsslSpec(cfPort, csrs, 8, 300));
-    await lg.run(issueSpec(ca, csrs, 8, 0, 300));
     const rows: Record<number, Row> = {};
     for (const c of [8, 32]) {
       log(`pg: c=${c}`);
       rows[c] = await interleaved({
-        hsmca: { pid: ca.server.proc.pid!, run: autocannon(lg, issueSpec(ca, csrs, c)) },
-        cfssl: { pid: cfssl.proc.pid!, run: autocannon(lg, cfsslSpec(cfPort, csrs, c)) },
+        hsmca: { pid: ca.server.proc.pid!, run: keepAlive(lg, issueSpec(ca, csrs, c)) },
+        cfssl: { pid: cfssl.proc.pid!, run: keepAlive(lg, cfsslSpec(cfPort, csrs, c)) },
       });
     }
     const stored = await countRows(cfUrl, 'certificates');
     out('');
-    out(`PostgreSQL issuance (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s; CPU µs per certificate; cfssl certdb rows stored: ${stored})`);
+    out(`PostgreSQL issuance (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'}; CPU µs per certificate; cfssl certdb rows stored: ${stored})`);
     out('| c | hsmca | cfssl serve + certdb | ratio | hsmca CPU µs | cfssl CPU µs | errors |');
     out('|---|---|---|---|---|---|---|');
     for (const c of [8, 32]) {
@@ -369,24 +392,24 @@ async function phaseOcsp(lg: LoadGenerator, csrs: string[]): Promise<void> {
       log(`ocsp: one request per connection, POST, c=${c}`);
       rows[`close POST c=${c}`] = await interleaved({
         hsmca: { pid: hPid, run: ab(`${ca.url}/ocsp`, c, { file: postFile }) },
-        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: () => ab(`http://127.0.0.1:${openssl.port}/`, c, { file: oPostFile })() },
+        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: (sec) => ab(`http://127.0.0.1:${openssl.port}/`, c, { file: oPostFile })(sec) },
         floor: { pid: floor.proc.pid!, run: ab(`http://127.0.0.1:${floorPort}/ocsp`, c, { file: postFile }) },
       });
       log(`ocsp: one request per connection, GET, c=${c}`);
       rows[`close GET c=${c}`] = await interleaved({
         hsmca: { pid: hPid, run: ab(`${ca.url}${ocspGetPath('/ocsp', reqs[0])}`, c) },
-        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: () => ab(`http://127.0.0.1:${openssl.port}${ocspGetPath('', oReqs[0])}`, c)() },
+        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: (sec) => ab(`http://127.0.0.1:${openssl.port}${ocspGetPath('', oReqs[0])}`, c)(sec) },
         floor: { pid: floor.proc.pid!, run: ab(`http://127.0.0.1:${floorPort}${ocspGetPath('/ocsp', reqs[0])}`, c) },
       });
       log(`ocsp: keep-alive, 50 distinct requests, c=${c}`);
       rows[`keep-alive POST c=${c}`] = await interleaved({
-        hsmca: { pid: hPid, run: autocannon(lg, kaSpec(ca.port, post(reqs, '/ocsp'), c)) },
-        cfssl: { pid: cfOcsp.proc.pid!, run: autocannon(lg, kaSpec(cfOcsp.port, post(cfReqs, '/'), c)) },
-        floor: { pid: floor.proc.pid!, run: autocannon(lg, kaSpec(floorPort, post(reqs, '/ocsp'), c)) },
+        hsmca: { pid: hPid, run: keepAlive(lg, kaSpec(ca.port, post(reqs, '/ocsp'), c)) },
+        cfssl: { pid: cfOcsp.proc.pid!, run: keepAlive(lg, kaSpec(cfOcsp.port, post(cfReqs, '/'), c)) },
+        floor: { pid: floor.proc.pid!, run: keepAlive(lg, kaSpec(floorPort, post(reqs, '/ocsp'), c)) },
       });
       rows[`keep-alive GET c=${c}`] = await interleaved({
-        hsmca: { pid: hPid, run: autocannon(lg, kaSpec(ca.port, get(reqs, '/ocsp'), c)) },
-        floor: { pid: floor.proc.pid!, run: autocannon(lg, kaSpec(floorPort, get(reqs, '/ocsp'), c)) },
+        hsmca: { pid: hPid, run: keepAlive(lg, kaSpec(ca.port, get(reqs, '/ocsp'), c)) },
+        floor: { pid: floor.proc.pid!, run: keepAlive(lg, kaSpec(floorPort, get(reqs, '/ocsp'), c)) },
       });
     }
     // both cores: the same data folder served by HSMCA_WORKERS=2
@@ -397,16 +420,16 @@ async function phaseOcsp(lg: LoadGenerator, csrs: string[]): Promise<void> {
       log(`ocsp: HSMCA_WORKERS=2, one request per connection, c=${c}`);
       rows[`close POST c=${c}, hsmca w=2`] = await interleaved({
         hsmca: { pid: ca2.server.proc.pid!, run: ab(`${ca2.url}/ocsp`, c, { file: postFile }) },
-        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: () => ab(`http://127.0.0.1:${openssl.port}/`, c, { file: oPostFile })() },
+        openssl: { pid: () => openssl.proc.pid!, before: fresh, run: (sec) => ab(`http://127.0.0.1:${openssl.port}/`, c, { file: oPostFile })(sec) },
         floor: { pid: floor.proc.pid!, run: ab(`http://127.0.0.1:${floorPort}/ocsp`, c, { file: postFile }) },
       });
       rows[`keep-alive POST c=${c}, hsmca w=2`] = await interleaved({
-        hsmca: { pid: ca2.server.proc.pid!, run: autocannon(lg, kaSpec(ca2.port, post(reqs, '/ocsp'), c)) },
-        cfssl: { pid: cfOcsp.proc.pid!, run: autocannon(lg, kaSpec(cfOcsp.port, post(cfReqs, '/'), c)) },
+        hsmca: { pid: ca2.server.proc.pid!, run: keepAlive(lg, kaSpec(ca2.port, post(reqs, '/ocsp'), c)) },
+        cfssl: { pid: cfOcsp.proc.pid!, run: keepAlive(lg, kaSpec(cfOcsp.port, post(cfReqs, '/'), c)) },
       });
     }
     out('');
-    out(`OCSP (answers per s, median of ${ROUNDS} x ${SECONDS} s; CPU µs per answer of each server's process tree; one request per connection: ab, HTTP/1.0)`);
+    out(`OCSP (answers per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up; CPU µs per answer of each server's process tree; one request per connection: ab, HTTP/1.0; keep-alive: ${WRK ? 'wrk' : 'autocannon'})`);
     out('| load | hsmca | peer | ratio | bare node floor | hsmca / floor | CPU µs hsmca / peer / floor | errors |');
     out('|---|---|---|---|---|---|---|---|');
     for (const [k, r] of Object.entries(rows)) {
@@ -434,13 +457,11 @@ async function phaseWorkers(lg: LoadGenerator, csrs: string[]): Promise<void> {
     const one = await startHsmca({ env: { ...HSMCA_ENV, ...(await env()), HSMCA_WORKERS: '1' } });
     const two = await startHsmca({ env: { ...HSMCA_ENV, ...(await env()), HSMCA_WORKERS: '2' } });
     try {
-      await lg.run(issueSpec(one, csrs, 8, 0, 300));
-      await lg.run(issueSpec(two, csrs, 8, 0, 300));
       for (const c of [8, 32]) {
         log(`workers: ${db}, c=${c}`);
         const r = await interleaved({
-          'workers=1': { pid: one.server.proc.pid!, run: autocannon(lg, issueSpec(one, csrs, c)) },
-          'workers=2': { pid: two.server.proc.pid!, run: autocannon(lg, issueSpec(two, csrs, c)) },
+          'workers=1': { pid: one.server.proc.pid!, run: keepAlive(lg, issueSpec(one, csrs, c)) },
+          'workers=2': { pid: two.server.proc.pid!, run: keepAlive(lg, issueSpec(two, csrs, c)) },
         });
         all[`${db} c=${c}`] = r;
         table.push(`| ${db} | ${c} | ${med(r['workers=1'])} | ${med(r['workers=2'])} | ${ratio(med(r['workers=2']), med(r['workers=1']))} | ${medCpu(r['workers=1'])} / ${medCpu(r['workers=2'])} | ${r['workers=1'].errors + r['workers=2'].errors} |`);
@@ -453,7 +474,7 @@ async function phaseWorkers(lg: LoadGenerator, csrs: string[]): Promise<void> {
     }
   }
   out('');
-  out(`Issuance with HSMCA_WORKERS=1 and 2 (per s, median of ${ROUNDS} x ${SECONDS} s)`);
+  out(`Issuance with HSMCA_WORKERS=1 and 2 (per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'})`);
   out('| database | c | workers=1 | workers=2 | 2 / 1 | CPU µs per certificate 1 / 2 | errors |');
   out('|---|---|---|---|---|---|---|');
   for (const l of table) out(l);
