@@ -3,40 +3,14 @@
  * `node dist/bench/lint-cost.js`. It lints a real tls-server TBS (P-256 key,
  * SANs, as issuance writes it) and a CRL TBS of 100,000 entries.
  */
-import * as crypto from 'node:crypto';
-import * as der from '../src/asn1/der';
-import { ext, keyIdentifier, randomSerial, spkiKeyBits, tbsCertificate } from '../src/ca/certificate';
+import { randomSerial } from '../src/ca/certificate';
 import { buildCrl } from '../src/ca/crl-encoder';
 import { lintCertificateTbs, lintCrlTbs } from '../src/ca/lint/run-lints';
-import { ProfileRegistry, extension } from '../src/ca/profiles';
-import { OID } from '../src/asn1/oids';
+import { sampleTlsServerTbs } from './lint-sample';
 
 async function main(): Promise<void> {
-  const spki = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).publicKey.export({ format: 'der', type: 'spki' });
-  const issuerKeyId = crypto.randomBytes(20);
-  const profile = new ProfileRegistry().get('tls-server')!;
-  const name = der.seq(der.set(der.seq(der.oid(OID.commonName), der.utf8('www.example.test'))));
+  const { tbs, ctx, spki, name, issuerKeyId } = sampleTlsServerTbs();
   const now = Date.now();
-  const tbs = tbsCertificate({
-    serial: randomSerial(),
-    signatureAlgorithm: der.seq(der.oid('1.2.840.10045.4.3.2')),
-    issuer: name,
-    notBefore: new Date(now),
-    notAfter: new Date(now + 90 * 86_400_000 - 1000),
-    subject: name,
-    spki,
-    extensions: [
-      ext.basicConstraintsEndEntity,
-      ext.authorityKeyIdentifier(issuerKeyId),
-      ext.authorityInfoAccess('http://ca.example.test/ocsp', 'http://ca.example.test/ca/issuer.crt'),
-      ext.crlDistributionPoints('http://ca.example.test/crl'),
-      profile.keyUsageExtension.ec,
-      profile.extKeyUsageExtension,
-      ext.subjectKeyIdentifier(keyIdentifier(spkiKeyBits(spki))),
-      extension(OID.subjectAltName, false, der.seq(der.ctx(2, Buffer.from('www.example.test'), false), der.ctx(2, Buffer.from('api.example.test'), false))),
-    ],
-  });
-  const ctx = { kind: 'subscriber' as const, profile: 'tls-server', maxValidityDays: 397, issuerKeyId };
   if (lintCertificateTbs(tbs, ctx).errors.length) throw new Error('the sample certificate fails a lint');
   for (let i = 0; i < 2000; i++) lintCertificateTbs(tbs, ctx);
   const n = 20_000;

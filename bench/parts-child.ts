@@ -1,9 +1,9 @@
 /**
  * What hsmca does per certificate above the floor server (figure 2c), part
  * by part, in a fresh process on an initialised CA (software HSM, SQLite):
- * the token lookup, the JSON body, the reservation, the audit event's
- * preparation and hashing, the answer's encoding, and the certificate's
- * storage with its event. Each part runs in a sequential loop and is timed
+ * the token lookup, the JSON body, the pre-issuance lint, the reservation,
+ * the audit event's preparation and hashing, the answer's encoding, and the
+ * certificate's storage with its event. Each part runs in a sequential loop and is timed
  * by process.cpuUsage() (CPU µs per certificate); the floor's own work (CSR
  * check, TBS encoding, the signature) is timed too, for scale. Five rounds,
  * medians. Prints JSON [{ part, us }] on stdout. Run by speed.ts.
@@ -13,6 +13,8 @@ import * as path from 'node:path';
 import { chainRows } from '../src/audit/chain';
 import * as der from '../src/asn1/der';
 import { csrFromPem, parseCsrSync } from '../src/ca/csr';
+import { lintCertificateTbs } from '../src/ca/lint/run-lints';
+import { sampleTlsServerTbs } from './lint-sample';
 import { randomSerial, serialHex } from '../src/ca/certificate';
 import { loadConfig } from '../src/config';
 import { openCore } from '../src/core';
@@ -53,10 +55,12 @@ async function main(): Promise<void> {
   const parts: Record<string, number[]> = {};
   const add = (k: string, v: number) => (parts[k] ??= []).push(v);
   const N = 2000;
+  const lint = sampleTlsServerTbs();
   for (let round = 0; round < 5; round++) {
     add('token lookup (hash, SQLite reader)', await time(N, () => core.tokens.authenticate(`Bearer ${token}`)));
     add('JSON body parse', await time(N, (i) => JSON.parse(bodies[i % bodies.length])));
     add('CSR check (floor too)', await time(N / 4, (i) => parseCsrSync(csrFromPem(csrs[i % csrs.length]))));
+    add('pre-issuance lint (tls-server, P-256)', await time(N, () => lintCertificateTbs(lint.tbs, lint.ctx)));
     add('audit event: prepare (canonical JSON)', await time(N, (i) => core.audit.prepare({ type: 'certificateIssued', actor: 'bench', subject: `CN=host${i}`, details: { serial: `${i}`, profile: 'tls-server', sans: { dns: ['host.bench.test'] } } })));
     const ev = core.audit.prepare({ type: 'certificateIssued', actor: 'bench', subject: 'CN=x', details: { serial: '1' } });
     add('audit event: chain hash', await time(N, () => chainRows({ seq: 1, hash: '0'.repeat(64) }, [ev])));

@@ -12,8 +12,8 @@
  *   --only=a,b           phases to run: hsm, pkcs11, issuance, ocsp, crl, scale, speed (default all)
  *
  * The speed phase runs bench/speed.ts last, in its own process (issue 18's
- * figures, measured as clients behave: issuance on PostgreSQL against cfssl
- * with its certdb, OCSP with one request per connection beside keep-alive,
+ * figures, measured as clients behave: issuance on SQLite against cfssl
+ * storing nothing and on PostgreSQL against cfssl with its certdb, OCSP with one request per connection beside keep-alive,
  * both with CPU per answer, HSMCA_WORKERS=1 vs 2); it prints its own tables
  * and writes bench/speed-results.json.
  *   --no-peers           skip cfssl and openssl
@@ -1317,7 +1317,7 @@ function phaseSpeed(s: Settings, peers: boolean): void {
     return;
   }
   progress('speed: bench/speed.ts (issue 18 figures)');
-  const args = s.mode === 'quick' ? ['--seconds=2', '--rounds=1', '--warm=1', '--only=parts,pg,ocsp'] : [`--rounds=${s.runs}`];
+  const args = s.mode === 'quick' ? ['--seconds=2', '--rounds=1', '--warm=1', '--only=parts,sqlite,pg,ocsp'] : [`--rounds=${s.runs}`];
   const r = spawnSync(process.execPath, [path.join(__dirname, 'speed.js'), ...args], { cwd: ROOT, stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`the speed phase failed (exit ${r.status ?? r.signal})`);
 }

@@ -2,6 +2,8 @@
  * Issue 18's figures, measured the way clients behave, each target beside
  * its peer in the same run, alternating round by round:
  *
+ *   sqlite   issuance on SQLite (the default, every certificate durable): hsmca
+ *            vs cfssl serve storing nothing, c=8 and 32
  *   pg       issuance on PostgreSQL: hsmca vs cfssl serve with its certdb on
  *            the same PostgreSQL server (cfssl's own table schema), c=8 and 32
  *   ocsp     OCSP with one request per connection (ab, HTTP/1.0, no
@@ -20,7 +22,7 @@
  * tree, from /proc/PID/stat). `npm run bench` runs this after its own phases.
  * Usage:
  *
- *   npm run bench:speed -- [--only=pg,ocsp,workers,parts] [--seconds=5] [--rounds=3] [--warm=2]
+ *   npm run bench:speed -- [--only=sqlite,pg,ocsp,workers,parts] [--seconds=5] [--rounds=3] [--warm=2]
  *
  * PostgreSQL: HSMCA_BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test)
  * names a server and a database to connect to; each run creates databases of
@@ -44,7 +46,7 @@ import { readCertificate } from '../src/ca/certificate';
 const ROOT = path.resolve(__dirname, '..', '..');
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
-const ONLY = opt('only', 'pg,ocsp,workers,parts').split(',');
+const ONLY = opt('only', 'sqlite,pg,ocsp,workers,parts').split(',');
 const SECONDS = Number(opt('seconds', '5'));
 const ROUNDS = Number(opt('rounds', '3'));
 const WARM = Number(opt('warm', '2'));
@@ -263,6 +265,40 @@ const cfsslSpec = (port: number, csrs: string[], c: number, amount?: number): Lo
   requests: csrs.map((csr) => ({ method: 'POST', path: '/api/v1/cfssl/sign', body: b64(cfsslSignBody(csr)) })),
   expectStatus: 200,
 });
+
+async function phaseSqlite(lg: LoadGenerator, csrs: string[]): Promise<void> {
+  log('sqlite: hsmca on SQLite vs cfssl serve storing nothing');
+  const dir = tempDir('hsmca-speed-sqlite-');
+  const pki = makePeerPki(dir);
+  const cfPort = await freePort();
+  const cfssl = await startCfsslServe(pki, cfPort);
+  const ca = await startHsmca({ env: HSMCA_ENV });
+  try {
+    await cfsslSign(cfPort, csrs[0]);
+    const rows: Record<number, Row> = {};
+    for (const c of [8, 32]) {
+      log(`sqlite: c=${c}`);
+      rows[c] = await interleaved({
+        hsmca: { pid: ca.server.proc.pid!, run: keepAlive(lg, issueSpec(ca, csrs, c)) },
+        cfssl: { pid: cfssl.proc.pid!, run: keepAlive(lg, cfsslSpec(cfPort, csrs, c)) },
+      });
+    }
+    out('');
+    out(`SQLite issuance, every certificate durable, against cfssl storing nothing (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'}; CPU µs per certificate)`);
+    out('| c | hsmca | cfssl serve | ratio | hsmca CPU µs | cfssl CPU µs | errors |');
+    out('|---|---|---|---|---|---|---|');
+    for (const c of [8, 32]) {
+      const r = rows[c];
+      out(`| ${c} | ${med(r.hsmca)} | ${med(r.cfssl)} | ${ratio(med(r.hsmca), med(r.cfssl))} | ${medCpu(r.hsmca)} | ${medCpu(r.cfssl)} | ${r.hsmca.errors + r.cfssl.errors} |`);
+    }
+    results.sqlite = rows;
+  } finally {
+    await ca.stop();
+    removeDataDir(ca.dataDir);
+    await cfssl.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 async function phasePg(lg: LoadGenerator, csrs: string[]): Promise<void> {
   log('pg: hsmca on PostgreSQL vs cfssl serve with its certdb on the same server');
@@ -499,6 +535,7 @@ async function main(): Promise<void> {
   const { csrs } = await makeCsrsCached('p256', 200);
   try {
     if (ONLY.includes('parts')) await phaseParts();
+    if (ONLY.includes('sqlite')) await phaseSqlite(lg, csrs);
     if (ONLY.includes('pg')) await phasePg(lg, csrs);
     if (ONLY.includes('ocsp')) await phaseOcsp(lg, csrs);
     if (ONLY.includes('workers')) await phaseWorkers(lg, csrs);
