@@ -273,6 +273,13 @@ async function phaseSqlite(lg: LoadGenerator, csrs: string[]): Promise<void> {
   const cfPort = await freePort();
   const cfssl = await startCfsslServe(pki, cfPort);
   const ca = await startHsmca({ env: HSMCA_ENV });
+  // the floor (bench/floor-server.ts): the CSR check, the TBS and a signature on bare node:http, storing nothing
+  const floors: Server[] = [];
+  for (const procs of [1, 2]) {
+    const port = await freePort();
+    floors.push(await startServer({ name: `floor (${procs})`, cmd: process.execPath, args: [path.join(__dirname, 'floor-server.js')], port, env: { ...process.env, FLOOR_PORT: String(port), FLOOR_PROCS: String(procs) } }));
+  }
+  const floorSpec = (f: Server, c: number): LoadSpec => ({ ...cfsslSpec(f.port, csrs, c), requests: csrs.map((csr) => ({ method: 'POST', path: '/', body: b64(JSON.stringify({ csr })) })), expectStatus: 201 });
   try {
     await cfsslSign(cfPort, csrs[0]);
     const rows: Record<number, Row> = {};
@@ -281,18 +288,23 @@ async function phaseSqlite(lg: LoadGenerator, csrs: string[]): Promise<void> {
       rows[c] = await interleaved({
         hsmca: { pid: ca.server.proc.pid!, run: keepAlive(lg, issueSpec(ca, csrs, c)) },
         cfssl: { pid: cfssl.proc.pid!, run: keepAlive(lg, cfsslSpec(cfPort, csrs, c)) },
+        'floor 1': { pid: floors[0].proc.pid!, run: keepAlive(lg, floorSpec(floors[0], c)) },
+        'floor 2': { pid: floors[1].proc.pid!, run: keepAlive(lg, floorSpec(floors[1], c)) },
       });
     }
     out('');
-    out(`SQLite issuance, every certificate durable, against cfssl storing nothing (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'}; CPU µs per certificate)`);
-    out('| c | hsmca | cfssl serve | ratio | hsmca CPU µs | cfssl CPU µs | errors |');
-    out('|---|---|---|---|---|---|---|');
+    out(`SQLite issuance, every certificate durable, against cfssl storing nothing and the node floor storing nothing, 1 and 2 processes (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'}; CPU µs per certificate)`);
+    out('| c | hsmca | cfssl serve | ratio | floor, 1 process | floor, 2 processes | floor 1 / cfssl | hsmca / floor 1 | CPU µs hsmca / cfssl / floor 1 | errors |');
+    out('|---|---|---|---|---|---|---|---|---|---|');
     for (const c of [8, 32]) {
       const r = rows[c];
-      out(`| ${c} | ${med(r.hsmca)} | ${med(r.cfssl)} | ${ratio(med(r.hsmca), med(r.cfssl))} | ${medCpu(r.hsmca)} | ${medCpu(r.cfssl)} | ${r.hsmca.errors + r.cfssl.errors} |`);
+      const f1 = r['floor 1'];
+      const errors = Object.values(r).reduce((a, f) => a + f.errors, 0);
+      out(`| ${c} | ${med(r.hsmca)} | ${med(r.cfssl)} | ${ratio(med(r.hsmca), med(r.cfssl))} | ${med(f1)} | ${med(r['floor 2'])} | ${ratio(med(f1), med(r.cfssl))} | ${ratio(med(r.hsmca), med(f1))} | ${medCpu(r.hsmca)} / ${medCpu(r.cfssl)} / ${medCpu(f1)} | ${errors} |`);
     }
     results.sqlite = rows;
   } finally {
+    for (const f of floors) await f.stop();
     await ca.stop();
     removeDataDir(ca.dataDir);
     await cfssl.stop();
