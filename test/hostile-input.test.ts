@@ -2,6 +2,22 @@ import * as fc from 'fast-check';
 import * as der from '../src/asn1/der';
 import { backends, startTestCa, TestCa } from './helpers/harness';
 import { makeCsr } from './helpers/csr';
+import * as http from 'node:http';
+
+function rawGet(url: string): Promise<{ status: number; body: Buffer }> {
+  const u = new URL(url);
+  const path = url.slice(u.origin.length);
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: u.hostname, port: u.port, path }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
+}
 
 /**
  * Property-based hostile input over real HTTP: random and mutated CSRs, OCSP
@@ -119,12 +135,12 @@ describe.each(backends().slice(0, 1))('hostile input ($name)', (backend) => {
   it(`answers ${RUNS.ocspGet} random OCSP GET paths with an OCSP response`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.oneof(fc.string({ maxLength: 200 }), fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b).toString('base64'))), async (s) => {
-        const res = await fetch(`${ca.url}/ocsp/${encodeURIComponent(s) || 'x'}`);
+        // node:http sends the path as written; fetch would resolve "." and ".." segments away before the server saw them
+        const res = await rawGet(`${ca.url}/ocsp/${encodeURIComponent(s) || 'x'}`);
         expect(res.status).toBe(200);
-        const body = Buffer.from(await res.arrayBuffer());
-        expect(der.children(der.readTop(body))[0].tag).toBe(der.Tag.ENUMERATED);
+        expect(der.children(der.readTop(res.body))[0].tag).toBe(der.Tag.ENUMERATED);
       }),
-      { numRuns: RUNS.ocspGet },
+      { numRuns: RUNS.ocspGet, examples: [['.'], ['..'], ['/'], ['%2e%2E'], ['../../api/v1/health']] },
     );
   });
 
