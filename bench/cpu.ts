@@ -17,6 +17,8 @@ export interface CpuSnapshot {
   bench: number;
   /** utime + stime jiffies of the process tree of the server under test, when one was named */
   server?: number;
+  /** utime + stime jiffies of every process named `postgres` (the database server's backends and helpers) */
+  postgres: number;
 }
 
 export interface CpuUse {
@@ -28,6 +30,8 @@ export interface CpuUse {
   otherCores: number;
   /** CPU seconds used by the server under test (its process and its children) */
   serverSeconds?: number;
+  /** CPU seconds used by processes named `postgres` (0 without a PostgreSQL server on this machine) */
+  postgresSeconds: number;
 }
 
 const CLK_TCK = 100;
@@ -44,10 +48,14 @@ function machine(): { busy: number; total: number } | undefined {
   }
 }
 
-/** utime + stime of each root process and all its descendants, in jiffies, from one pass over /proc. */
+/**
+ * utime + stime of each root process and all its descendants, in jiffies, from
+ * one pass over /proc; and of every process named `postgres` (last).
+ */
 function treeTicks(roots: number[]): number[] {
   const children = new Map<number, number[]>();
   const ticks = new Map<number, number>();
+  let postgres = 0;
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let stat: string;
@@ -61,11 +69,12 @@ function treeTicks(roots: number[]): number[] {
     const pid = Number(name);
     const ppid = Number(f[1]);
     ticks.set(pid, Number(f[11]) + Number(f[12]));
+    if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres') postgres += Number(f[11]) + Number(f[12]);
     const list = children.get(ppid);
     if (list) list.push(pid);
     else children.set(ppid, [pid]);
   }
-  return roots.map((root) => {
+  const sums = roots.map((root) => {
     let sum = 0;
     const stack = [root];
     while (stack.length) {
@@ -75,14 +84,17 @@ function treeTicks(roots: number[]): number[] {
     }
     return sum;
   });
+  return [...sums, postgres];
 }
 
 /** The machine's CPU counters, the benchmark's, and those of the server under test when its pid is given. */
 export function cpuSnapshot(serverPid?: number): CpuSnapshot | undefined {
   const m = machine();
   if (!m) return undefined;
-  const [bench, server] = treeTicks(serverPid === undefined ? [process.pid] : [process.pid, serverPid]);
-  return { at: performance.now(), busy: m.busy, total: m.total, bench, server };
+  const t = treeTicks(serverPid === undefined ? [process.pid] : [process.pid, serverPid]);
+  const postgres = t.pop()!;
+  const [bench, server] = t;
+  return { at: performance.now(), busy: m.busy, total: m.total, bench, server, postgres };
 }
 
 /** CPU use between two snapshots; undefined when /proc is not there. */
@@ -94,5 +106,6 @@ export function cpuUse(a: CpuSnapshot | undefined, b: CpuSnapshot | undefined): 
   const benchCores = Math.max(0, (b.bench - a.bench) / CLK_TCK / seconds);
   const r = (x: number) => Math.round(x * 100) / 100;
   const serverSeconds = a.server !== undefined && b.server !== undefined && b.server >= a.server ? (b.server - a.server) / CLK_TCK : undefined;
-  return { busyCores: r(busyCores), benchCores: r(benchCores), otherCores: r(Math.max(0, busyCores - benchCores)), serverSeconds };
+  const postgresSeconds = Math.max(0, (b.postgres - a.postgres) / CLK_TCK);
+  return { busyCores: r(busyCores), benchCores: r(benchCores), otherCores: r(Math.max(0, busyCores - benchCores)), serverSeconds, postgresSeconds };
 }

@@ -31,6 +31,7 @@
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from 'pg';
 import { cpuSnapshot, cpuUse } from './cpu';
@@ -60,6 +61,10 @@ const b64 = (s: string | Buffer) => (typeof s === 'string' ? Buffer.from(s, 'utf
 interface Figure {
   rps: number[];
   cpuUs: number[];
+  /** CPU µs per answer of the PostgreSQL server's processes (the pg phase reads it) */
+  dbCpuUs: number[];
+  /** CPUs' worth of the whole machine busy during the run (server, load generator, database, everything) */
+  busyCores: number[];
   errors: number;
 }
 type Row = Record<string, Figure>;
@@ -75,6 +80,10 @@ async function measured(fig: Figure, pid: number, fn: Run): Promise<{ ok: number
   const use = cpuUse(a, cpuSnapshot(pid));
   if (r.ok > 0) fig.rps.push(r.ok / r.seconds);
   if (use?.serverSeconds !== undefined && r.ok > 0) fig.cpuUs.push((use.serverSeconds * 1e6) / r.ok);
+  if (use && r.ok > 0) {
+    fig.dbCpuUs.push((use.postgresSeconds * 1e6) / r.ok);
+    fig.busyCores.push(use.busyCores);
+  }
   fig.errors += r.errors;
   return r;
 }
@@ -129,7 +138,7 @@ const alive = (pid: number) => {
   }
 };
 
-const newFigure = (): Figure => ({ rps: [], cpuUs: [], errors: 0 });
+const newFigure = (): Figure => ({ rps: [], cpuUs: [], dbCpuUs: [], busyCores: [], errors: 0 });
 
 /** Measures each target in turn, round by round, so that noise falls on each alike. */
 interface Target {
@@ -164,6 +173,8 @@ async function interleaved(targets: Record<string, Target>): Promise<Row> {
 
 const med = (f: Figure | undefined) => (f && f.rps.length ? Math.round(median(f.rps)) : NaN);
 const medCpu = (f: Figure | undefined) => (f && f.cpuUs.length ? Math.round(median(f.cpuUs)) : NaN);
+const medDbCpu = (f: Figure | undefined) => (f && f.dbCpuUs.length ? Math.round(median(f.dbCpuUs)) : NaN);
+const medBusy = (f: Figure | undefined) => (f && f.busyCores.length ? median(f.busyCores).toFixed(2) : '—');
 const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? (a / b).toFixed(2) + 'x' : '—');
 
 const lines: string[] = [];
@@ -342,11 +353,12 @@ async function phasePg(lg: LoadGenerator, csrs: string[]): Promise<void> {
     const stored = await countRows(cfUrl, 'certificates');
     out('');
     out(`PostgreSQL issuance (P-256 CSRs; per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'}; CPU µs per certificate; cfssl certdb rows stored: ${stored})`);
-    out('| c | hsmca | cfssl serve + certdb | ratio | hsmca CPU µs | cfssl CPU µs | errors |');
-    out('|---|---|---|---|---|---|---|');
+    out(`(PostgreSQL CPU µs: the database server's processes per certificate; machine CPUs busy: everything on the machine, of ${os.cpus().length})`);
+    out('| c | hsmca | cfssl serve + certdb | ratio | CPU µs hsmca / cfssl | PostgreSQL CPU µs hsmca / cfssl | machine CPUs busy hsmca / cfssl | errors |');
+    out('|---|---|---|---|---|---|---|---|');
     for (const c of [8, 32]) {
       const r = rows[c];
-      out(`| ${c} | ${med(r.hsmca)} | ${med(r.cfssl)} | ${ratio(med(r.hsmca), med(r.cfssl))} | ${medCpu(r.hsmca)} | ${medCpu(r.cfssl)} | ${r.hsmca.errors + r.cfssl.errors} |`);
+      out(`| ${c} | ${med(r.hsmca)} | ${med(r.cfssl)} | ${ratio(med(r.hsmca), med(r.cfssl))} | ${medCpu(r.hsmca)} / ${medCpu(r.cfssl)} | ${medDbCpu(r.hsmca)} / ${medDbCpu(r.cfssl)} | ${medBusy(r.hsmca)} / ${medBusy(r.cfssl)} | ${r.hsmca.errors + r.cfssl.errors} |`);
     }
     results.pg = rows;
   } finally {
@@ -512,7 +524,7 @@ async function phaseWorkers(lg: LoadGenerator, csrs: string[]): Promise<void> {
           'workers=2': { pid: two.server.proc.pid!, run: keepAlive(lg, issueSpec(two, csrs, c)) },
         });
         all[`${db} c=${c}`] = r;
-        table.push(`| ${db} | ${c} | ${med(r['workers=1'])} | ${med(r['workers=2'])} | ${ratio(med(r['workers=2']), med(r['workers=1']))} | ${medCpu(r['workers=1'])} / ${medCpu(r['workers=2'])} | ${r['workers=1'].errors + r['workers=2'].errors} |`);
+        table.push(`| ${db} | ${c} | ${med(r['workers=1'])} | ${med(r['workers=2'])} | ${ratio(med(r['workers=2']), med(r['workers=1']))} | ${medCpu(r['workers=1'])} / ${medCpu(r['workers=2'])} | ${db === 'postgres' ? `${medDbCpu(r['workers=1'])} / ${medDbCpu(r['workers=2'])}` : '—'} | ${medBusy(r['workers=1'])} / ${medBusy(r['workers=2'])} | ${r['workers=1'].errors + r['workers=2'].errors} |`);
       }
     } finally {
       for (const s of [one, two]) {
@@ -523,8 +535,9 @@ async function phaseWorkers(lg: LoadGenerator, csrs: string[]): Promise<void> {
   }
   out('');
   out(`Issuance with HSMCA_WORKERS=1 and 2 (per s, median of ${ROUNDS} x ${SECONDS} s after a ${WARM} s warm-up, load: ${WRK ? 'wrk' : 'autocannon'})`);
-  out('| database | c | workers=1 | workers=2 | 2 / 1 | CPU µs per certificate 1 / 2 | errors |');
-  out('|---|---|---|---|---|---|---|');
+  out(`(PostgreSQL CPU µs: the database server's processes per certificate; machine CPUs busy: everything on the machine, of ${os.cpus().length})`);
+  out('| database | c | workers=1 | workers=2 | 2 / 1 | CPU µs per certificate 1 / 2 | PostgreSQL CPU µs 1 / 2 | machine CPUs busy 1 / 2 | errors |');
+  out('|---|---|---|---|---|---|---|---|---|');
   for (const l of table) out(l);
   results.workers = all;
 }
