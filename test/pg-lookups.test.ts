@@ -92,6 +92,42 @@ describePg('PostgreSQL grouped lookups', () => {
     got.forEach((r, i) => (i < 20 ? expect(r?.spkiSha256).toBe(asked[i]) : expect(r).toBeUndefined()));
   });
 
+  it('keeps its prepared statements working when a migration adds columns to the tables they read and write', async () => {
+    // The lookups and the issuance writes are prepared once per connection; a prepared
+    // `SELECT *` would fail ("cached plan must not change result type") after this.
+    const tokens = new TokenStore(db);
+    const blocked = new BlockedKeyStore(db);
+    const certs = new CertificateStore(db);
+    const now = Date.now();
+    const row = (serial: string) => ({ serial, profile: 'tls-server', subject: 'CN=m', sans: { dns: ['m.example'], ip: [], email: [], uri: [] }, notBefore: new Date(now), notAfter: new Date(now + 86_400_000), requesterId: null, createdAt: new Date(now) });
+    await tokens.add({ id: 'mig', name: 'mig', role: 'requester', hash: sha('mig'), scope: { names: ['*.example'] }, createdAt: new Date(now), expiresAt: null, revokedAt: null });
+    await blocked.add({ spkiSha256: sha('migkey'), addedAt: new Date(now), source: 'admin', serial: null, addedBy: 'test', comment: 'c' });
+    const serials = ['7a' + randomBytes(14).toString('hex'), '7b' + randomBytes(14).toString('hex')];
+    const issue = async (s: string) => {
+      await certs.reserve(row(s));
+      await certs.complete(s, Buffer.from('der'));
+    };
+    const readAll = async (serial: string) => ({
+      token: await tokens.findByHash(sha('mig')),
+      key: await blocked.get(sha('migkey')),
+      status: await certs.status(serial),
+    });
+    await issue(serials[0]);
+    const before = await readAll(serials[0]);
+    expect(before.token?.scope).toEqual({ names: ['*.example'] });
+    expect(before.key?.comment).toBe('c');
+    expect(before.status?.revokedAt).toBeNull();
+    for (const t of ['tokens', 'blocked_keys', 'certificates', 'audit_events']) await db.knex.raw(`ALTER TABLE ${t} ADD COLUMN migration_test text DEFAULT 'x'`);
+    try {
+      expect(await readAll(serials[0])).toEqual(before);
+      await issue(serials[1]);
+      expect((await readAll(serials[1])).status).toEqual(before.status);
+    } finally {
+      for (const t of ['tokens', 'blocked_keys', 'certificates', 'audit_events']) await db.knex.raw(`ALTER TABLE ${t} DROP COLUMN migration_test`);
+    }
+    expect(await readAll(serials[1])).toEqual({ ...before, status: before.status });
+  });
+
   it('a database that cannot answer fails the lookups with a clear storage error', async () => {
     const gone = await openDatabase({ url: pg.url, dataDir: dir });
     const tokens = new TokenStore(gone);

@@ -1,5 +1,6 @@
 import { Pool, PoolClient, escapeLiteral } from 'pg';
 import { PG_AUDIT_LOCK, PreparedEvent, chainRows } from '../audit/chain';
+import { preparedName } from './pg-lookups';
 
 /** A reservation row, as the certificates table stores it (state 'pending'). */
 export interface PgReservationRow {
@@ -49,6 +50,11 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT seq, hash FROM audit_events ORDER 
 
 const INSERT_EVENTS = `INSERT INTO audit_events (seq, at, type, actor, subject, details, prev_hash, hash)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])`;
+
+// prepared once per connection (pg-lookups.ts, preparedName): parsed and planned once, not per group
+const RESERVE_NAME = preparedName(INSERT_RESERVATIONS);
+const COMPLETE_NAME = preparedName(COMPLETE_AND_HEAD);
+const EVENTS_NAME = preparedName(INSERT_EVENTS);
 
 // Reservations need to be visible, not durable (nothing was answered yet):
 // the connections commit asynchronously unless a transaction asks otherwise.
@@ -146,7 +152,7 @@ export class PgIssuanceWriter {
 
   private async insertReservations(c: PoolClient, rows: PgReservationRow[]): Promise<Set<string>> {
     this.stats.roundTrips++;
-    const res = await c.query<{ serial: string }>(INSERT_RESERVATIONS, [
+    const values = [
       rows.map((r) => r.serial),
       rows.map((r) => r.profile),
       rows.map((r) => r.subject),
@@ -157,7 +163,8 @@ export class PgIssuanceWriter {
       rows.map((r) => r.createdAt),
       rows.map((r) => r.crlShard),
       rows.map((r) => r.issuerId),
-    ]);
+    ];
+    const res = await c.query<{ serial: string }>({ name: RESERVE_NAME, text: INSERT_RESERVATIONS, values });
     return new Set(res.rows.map((r) => r.serial));
   }
 
@@ -238,10 +245,7 @@ export class PgIssuanceWriter {
       this.stats.roundTrips += 4;
       await c.query(BEGIN_DURABLE);
       began = true;
-      const r = await c.query<{ done: string[]; seq: number | string | null; hash: string | null }>(COMPLETE_AND_HEAD, [
-        items.map((i) => i.serial),
-        items.map((i) => i.der),
-      ]);
+      const r = await c.query<{ done: string[]; seq: number | string | null; hash: string | null }>({ name: COMPLETE_NAME, text: COMPLETE_AND_HEAD, values: [items.map((i) => i.serial), items.map((i) => i.der)] });
       const done = new Set(r.rows[0].done);
       const head = r.rows[0].seq == null ? undefined : { seq: Number(r.rows[0].seq), hash: r.rows[0].hash! };
       const events = items.flatMap((i) => (i.event && done.has(i.serial) ? [i.event] : []));
@@ -249,7 +253,7 @@ export class PgIssuanceWriter {
       if (events.length) {
         const { rows, out } = chainRows(head, events);
         last = out[out.length - 1];
-        await c.query(INSERT_EVENTS, [
+        const values = [
           rows.map((e) => e.seq),
           rows.map((e) => e.at),
           rows.map((e) => e.type),
@@ -258,7 +262,8 @@ export class PgIssuanceWriter {
           rows.map((e) => e.details),
           rows.map((e) => e.prev_hash),
           rows.map((e) => e.hash),
-        ]);
+        ];
+        await c.query({ name: EVENTS_NAME, text: INSERT_EVENTS, values });
       } else this.stats.roundTrips--;
       await c.query('COMMIT');
       this.head = last;

@@ -1,4 +1,19 @@
+import { createHash } from 'node:crypto';
 import { Pool } from 'pg';
+
+/**
+ * The name a statement is prepared under on each connection (node-postgres
+ * prepares a named statement once per connection and then only binds and
+ * executes it): derived from the text, so a changed statement gets a new name.
+ * Prepared, PostgreSQL parses, analyses and plans each lookup once per
+ * connection instead of once per group; in the benchmark (issuance, c=8) that
+ * took a quarter off the database server's CPU per certificate. Statements
+ * name their columns: a prepared `SELECT *` fails ("cached plan must not
+ * change result type") once a migration adds a column.
+ */
+export function preparedName(sql: string): string {
+  return `hsmca_${createHash('sha256').update(sql).digest('hex').slice(0, 20)}`;
+}
 
 /** Most keys one grouped lookup asks for. */
 const MAX_KEYS = 1024;
@@ -13,12 +28,15 @@ class GroupedLookup<Row> {
   private waiting = new Map<string, { resolve(r: Row | undefined): void; reject(e: unknown): void }[]>();
   private running = false;
   groups = 0;
+  private readonly name: string;
 
   constructor(
     private readonly pool: Pool,
     private readonly sql: string,
     private readonly keyOf: (row: Row) => string,
-  ) {}
+  ) {
+    this.name = preparedName(sql);
+  }
 
   get(key: string): Promise<Row | undefined> {
     return new Promise((resolve, reject) => {
@@ -42,7 +60,7 @@ class GroupedLookup<Row> {
       for (const k of group.keys()) this.waiting.delete(k);
       this.groups++;
       try {
-        const res = await this.pool.query(this.sql, [[...group.keys()]]);
+        const res = await this.pool.query({ name: this.name, text: this.sql, values: [[...group.keys()]] });
         const found = new Map<string, Row>();
         for (const r of res.rows as Row[]) found.set(this.keyOf(r), r);
         for (const [k, ws] of group) for (const w of ws) w.resolve(found.get(k));
@@ -57,8 +75,9 @@ class GroupedLookup<Row> {
 /**
  * The lookups every request makes on PostgreSQL, grouped across concurrent
  * requests: the bearer token's row (by its hash), the blocked-key check (by
- * the SPKI's hash), and the OCSP status (by serial). Rows come back as the
- * tables hold them; the stores turn them into records.
+ * the SPKI's hash), and the OCSP status (by serial), each a prepared
+ * statement (preparedName). Rows come back with the columns the stores turn
+ * into records.
  */
 export class PgLookups {
   private readonly pool: Pool;
@@ -69,8 +88,8 @@ export class PgLookups {
   constructor(url: string) {
     this.pool = new Pool({ connectionString: url, max: 3 });
     this.pool.on('error', () => undefined);
-    this.tokens = new GroupedLookup(this.pool, 'SELECT * FROM tokens WHERE hash = ANY($1::text[])', (r) => String(r.hash));
-    this.blockedKeys = new GroupedLookup(this.pool, 'SELECT * FROM blocked_keys WHERE spki_sha256 = ANY($1::text[])', (r) => String(r.spki_sha256));
+    this.tokens = new GroupedLookup(this.pool, 'SELECT id, name, role, hash, scope, created_at, expires_at, revoked_at FROM tokens WHERE hash = ANY($1::text[])', (r) => String(r.hash));
+    this.blockedKeys = new GroupedLookup(this.pool, 'SELECT spki_sha256, added_at, source, serial, added_by, comment FROM blocked_keys WHERE spki_sha256 = ANY($1::text[])', (r) => String(r.spki_sha256));
     this.statuses = new GroupedLookup(
       this.pool,
       "SELECT serial, not_after, revoked_at, revocation_reason, issuer_id FROM certificates WHERE serial = ANY($1::text[]) AND state = 'issued'",
