@@ -133,6 +133,8 @@ describe('the admin console in Chromium', () => {
     await page.getByRole('button', { name: 'Search' }).click();
     const link = page.getByRole('link', { name: serial });
     await link.waitFor();
+    // the full list stays on screen until the search's answer replaces it
+    await page.locator('tbody tr').nth(1).waitFor({ state: 'detached' });
     expect(await page.locator('tbody tr').count()).toBe(1);
 
     // a serial in upper case with colons finds it too
@@ -210,7 +212,9 @@ describe('the admin console in Chromium', () => {
     await page.getByRole('heading', { name: 'Audit trail' }).waitFor();
     await page.getByLabel('Type').selectOption('tokenRevoked');
     await page.getByRole('button', { name: 'Filter' }).click();
-    await page.locator('tbody tr').first().waitFor();
+    // the unfiltered list stays on screen until the filtered one replaces it: wait until no row of another type is left
+    // (a filter that does not work times out here)
+    await page.locator('tbody td[data-label="Type"]').filter({ hasNotText: 'tokenRevoked' }).first().waitFor({ state: 'detached' });
     const types = await page.locator('tbody td[data-label="Type"]').allTextContents();
     expect(types.length).toBeGreaterThan(0);
     expect(new Set(types)).toEqual(new Set(['tokenRevoked']));
