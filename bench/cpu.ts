@@ -49,10 +49,10 @@ function machine(): { busy: number; total: number } | undefined {
 }
 
 /**
- * utime + stime of each root process and all its descendants, in jiffies, from
- * one pass over /proc; and of every process named `postgres` (last).
+ * utime + stime of each root process and all its descendants, in jiffies, and
+ * of every process named `postgres`, from one pass over /proc.
  */
-function treeTicks(roots: number[]): number[] {
+function treeTicks(roots: number[]): { trees: number[]; postgres: number } {
   const children = new Map<number, number[]>();
   const ticks = new Map<number, number>();
   let postgres = 0;
@@ -68,13 +68,14 @@ function treeTicks(roots: number[]): number[] {
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const pid = Number(name);
     const ppid = Number(f[1]);
-    ticks.set(pid, Number(f[11]) + Number(f[12]));
-    if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres') postgres += Number(f[11]) + Number(f[12]);
+    const t = Number(f[11]) + Number(f[12]);
+    ticks.set(pid, t);
+    if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'postgres') postgres += t;
     const list = children.get(ppid);
     if (list) list.push(pid);
     else children.set(ppid, [pid]);
   }
-  const sums = roots.map((root) => {
+  const trees = roots.map((root) => {
     let sum = 0;
     const stack = [root];
     while (stack.length) {
@@ -84,16 +85,17 @@ function treeTicks(roots: number[]): number[] {
     }
     return sum;
   });
-  return [...sums, postgres];
+  return { trees, postgres };
 }
 
 /** The machine's CPU counters, the benchmark's, and those of the server under test when its pid is given. */
 export function cpuSnapshot(serverPid?: number): CpuSnapshot | undefined {
   const m = machine();
   if (!m) return undefined;
-  const t = treeTicks(serverPid === undefined ? [process.pid] : [process.pid, serverPid]);
-  const postgres = t.pop()!;
-  const [bench, server] = t;
+  const {
+    trees: [bench, server],
+    postgres,
+  } = treeTicks(serverPid === undefined ? [process.pid] : [process.pid, serverPid]);
   return { at: performance.now(), busy: m.busy, total: m.total, bench, server, postgres };
 }
 

@@ -5,7 +5,8 @@ import { Pool } from 'pg';
  * The name a statement is prepared under on each connection (node-postgres
  * prepares a named statement once per connection and then only binds and
  * executes it): derived from the text, so a changed statement gets a new name.
- * Prepared, PostgreSQL parses, analyses and plans each lookup once per
+ * Used by the grouped lookups here and the issuance writes
+ * (pg-issuance-writer.ts): PostgreSQL parses, analyses and plans each once per
  * connection instead of once per group; in the benchmark (issuance, c=8) that
  * took a quarter off the database server's CPU per certificate. Statements
  * name their columns: a prepared `SELECT *` fails ("cached plan must not
